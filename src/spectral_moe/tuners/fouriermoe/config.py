@@ -1,0 +1,54 @@
+"""Configuration of the FourierMoE adapter (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...spectral.bands import BAND_LAYOUTS
+from ..moe_common import RoutedAdapterConfig, check_choice, check_int
+
+FORWARD_MODES = ("auto", "fft", "dense")
+
+
+@dataclass
+class FourierMoEConfig(RoutedAdapterConfig):
+    """FourierMoE: ``num_experts`` experts of sparse conjugate-symmetric Fourier coefficients, top-k routed.
+
+    Expert ``z`` owns ``n_frequency`` seeded positions in its frequency band and complex coefficients
+    ``c_z``; its update is ``ΔW_z = scaling · IDFT2(F_z)`` with ``F_z`` Hermitian (exactly real). A
+    token's update is ``Σ_z g_z(x) ΔW_z x`` with the router's top-k gates ``g``.
+
+    Args:
+        n_frequency: coefficients per expert (each is one complex number, i.e. 2 real parameters
+            when ``complex_coefficients``). Must fit in one band: at most ``⌊H/num_experts⌋`` for
+            radial bands, ``H ≈ d_out·d_in/2``.
+        scaling: ``ΔW`` scale, FourierFT's convention (150 for encoders, ~300 for LLMs).
+        random_loc_seed: seed of the positions (never stored in checkpoints).
+        band_layout: ``"radial"`` (expert z gets the z-th equal-count ring of radial frequency) or
+            ``"uniform"`` (all experts draw from the whole half-plane).
+        complex_coefficients: complex (full phase) or real-only (FourierFT's even-phase restriction).
+        forward_mode: ``"fft"`` (apply by 1-D FFTs), ``"dense"`` (build ΔW per expert) or ``"auto"``
+            (a cost model picks per layer and call).
+        init_weights: ``True`` → coefficients start at zero (adapted model = base model);
+            ``False`` → standard normal (for tests and ablations).
+    """
+
+    n_frequency: int = field(default=250, metadata={"help": "Fourier coefficients per expert."})
+    scaling: float = field(default=150.0, metadata={"help": "Scale of ΔW (FourierFT convention)."})
+    random_loc_seed: int = field(default=777, metadata={"help": "Seed of the spectral positions."})
+    band_layout: str = field(default="radial", metadata={"help": f"One of {list(BAND_LAYOUTS)}."})
+    complex_coefficients: bool = field(default=True, metadata={"help": "Complex (True) or real coefficients."})
+    forward_mode: str = field(default="auto", metadata={"help": f"One of {list(FORWARD_MODES)}."})
+    init_weights: bool = field(default=True, metadata={"help": "Zero-initialise the coefficients."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from ..._peft_registry import peft_type
+
+        self.peft_type = peft_type("fouriermoe")
+        check_int("n_frequency", self.n_frequency, 1)
+        check_int("random_loc_seed", self.random_loc_seed, 0)
+        check_choice("band_layout", self.band_layout, BAND_LAYOUTS)
+        check_choice("forward_mode", self.forward_mode, FORWARD_MODES)
+        if not isinstance(self.scaling, (int, float)) or self.scaling != self.scaling:
+            raise ValueError(f"scaling must be a finite number, got {self.scaling!r}")

@@ -1,0 +1,220 @@
+"""What FourierMoE and FRAME share: router config fields, the routed-layer mixin and the tuner mixin.
+
+The layer mixin owns one router per adapter (``W_r``: ``nn.Linear(features, Z, bias=False)``), computes
+the gates exactly as the forward uses them, and records per adapter the load-balancing loss, the
+z-loss and the router statistics of the last forward. The tuner mixin averages those over the
+adapted layers and adds ``router_aux_loss_coef · L_aux + router_z_loss_coef · L_z`` to the model's
+loss during training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from peft.config import PeftConfig
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from torch import nn
+
+from ..routing import ROUTER_FEATURES, Routing, load_balancing_loss, route, router_statistics, router_z_loss
+from ..spectral.fourier import log_band_energies
+
+FORMAT_VERSION = 1
+BIAS_CHOICES = ("none", "all")
+
+
+def check_choice(name: str, value: Any, allowed: tuple) -> None:
+    """``ValueError`` naming the field and its allowed values unless ``value in allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """``TypeError``/``ValueError`` naming the field unless ``low <= value (<= high)``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+@dataclass
+class RoutedAdapterConfig(PeftConfig):
+    """Fields shared by the routed spectral adapters (peft's targeting fields plus the router)."""
+
+    target_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "Module names (list, suffix match) or one regex to adapt."}
+    )
+    exclude_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "Module names or a regex never to adapt."}
+    )
+    fan_in_fan_out: bool = field(
+        default=False, metadata={"help": "True if the layer stores its weight as (in, out), e.g. GPT-2 Conv1D."}
+    )
+    bias: str = field(default="none", metadata={"help": "Which biases to train: 'none' or 'all'."})
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Extra modules trained and saved in full (e.g. a classifier head)."}
+    )
+    layers_to_transform: list[int] | int | None = field(
+        default=None, metadata={"help": "Only adapt these layer indices."}
+    )
+    layers_pattern: list[str] | str | None = field(
+        default=None, metadata={"help": "Name of the layer list (e.g. 'layers'), used with layers_to_transform."}
+    )
+    num_experts: int = field(default=8, metadata={"help": "Number of experts Z per adapted layer."})
+    top_k: int = field(default=2, metadata={"help": "Experts each token is routed to (1 <= top_k <= num_experts)."})
+    router_features: str = field(
+        default="hidden",
+        metadata={"help": "'hidden': the router sees x; 'spectral': [x, log band energies of rfft(x)]."},
+    )
+    router_spectral_bands: int = field(
+        default=16, metadata={"help": "Number of rfft bands in the 'spectral' router features."}
+    )
+    router_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature τ of the router."})
+    router_aux_loss_coef: float = field(
+        default=0.01, metadata={"help": "Weight of the Switch load-balancing loss added to the training loss."}
+    )
+    router_z_loss_coef: float = field(default=0.0, metadata={"help": "Weight of the router z-loss."})
+    format_version: int = field(default=FORMAT_VERSION, metadata={"help": "spectral-moe checkpoint format."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.target_modules, (list, tuple)):
+            self.target_modules = set(self.target_modules)
+        if isinstance(self.exclude_modules, (list, tuple)):
+            self.exclude_modules = set(self.exclude_modules)
+        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
+            raise ValueError("layers_to_transform cannot be used when target_modules is a regex string")
+        if self.layers_pattern and self.layers_to_transform is None:
+            raise ValueError("layers_pattern requires layers_to_transform")
+        check_int("num_experts", self.num_experts, 1)
+        check_int("top_k", self.top_k, 1, self.num_experts)
+        check_choice("router_features", self.router_features, ROUTER_FEATURES)
+        check_int("router_spectral_bands", self.router_spectral_bands, 1)
+        check_choice("bias", self.bias, BIAS_CHOICES)
+        if not self.router_temperature > 0:
+            raise ValueError(f"router_temperature must be > 0, got {self.router_temperature}")
+        for name in ("router_aux_loss_coef", "router_z_loss_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_int("format_version", self.format_version, 1)
+        if self.format_version > FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {self.format_version} is newer than this spectral-moe supports "
+                f"({FORMAT_VERSION}); upgrade spectral-moe to load this adapter"
+            )
+
+
+def linear_features(base_layer: nn.Module) -> tuple[int, int]:
+    """``(in_features, out_features)`` of an ``nn.Linear`` or transformers ``Conv1D``."""
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(base_layer, nn.Linear):
+        return base_layer.in_features, base_layer.out_features
+    if isinstance(base_layer, Conv1D):
+        w = base_layer.weight
+        return tuple(w.ds_shape) if hasattr(w, "ds_shape") else tuple(w.shape)
+    raise TypeError(
+        f"Unsupported layer type {type(base_layer).__name__}: spectral-moe adapts torch.nn.Linear and "
+        "transformers Conv1D layers"
+    )
+
+
+class RoutedLayerMixin(BaseTunerLayer):
+    """Router state and routing for a tuner layer; subclasses set ``router_attr`` and ``config_attr``."""
+
+    router_attr: str
+    config_attr: str
+
+    def _init_routing_state(self) -> None:
+        self.router_stats: dict[str, dict[str, torch.Tensor]] = {}
+        self._router_losses: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _create_router(self, adapter_name: str, config: RoutedAdapterConfig) -> None:
+        in_dim = self.in_features + (config.router_spectral_bands if config.router_features == "spectral" else 0)
+        router = nn.Linear(in_dim, config.num_experts, bias=False)
+        nn.init.normal_(router.weight, std=in_dim**-0.5)
+        getattr(self, self.router_attr)[adapter_name] = router
+
+    def _routing(self, adapter_name: str, x: torch.Tensor) -> Routing:
+        config: RoutedAdapterConfig = getattr(self, self.config_attr)[adapter_name]
+        router: nn.Linear = getattr(self, self.router_attr)[adapter_name]
+        feats = x.to(router.weight.dtype)
+        if config.router_features == "spectral":
+            energies = log_band_energies(x, config.router_spectral_bands).to(router.weight.dtype)
+            feats = torch.cat([feats, energies], dim=-1)
+        return route(router(feats), config.top_k, config.router_temperature)
+
+    def router_weights(self, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
+        """Gates ``[..., num_experts]`` exactly as the forward uses them (zeros outside the top-k)."""
+        return self._routing(adapter_name, x).gates
+
+    def _route_and_record(self, adapter_name: str, x: torch.Tensor) -> Routing:
+        routing = self._routing(adapter_name, x)
+        self._router_losses[adapter_name] = (load_balancing_loss(routing), router_z_loss(routing.logits))
+        self.router_stats[adapter_name] = router_statistics(routing)
+        return routing
+
+    def _check_mergeable(self, adapter_name: str) -> None:
+        num_experts = getattr(self, self.config_attr)[adapter_name].num_experts
+        if num_experts != 1:
+            raise ValueError(
+                f"Adapter {adapter_name!r} has num_experts={num_experts}: routed experts depend on each token, "
+                "so their update cannot be merged into the base weight. Only num_experts=1 adapters merge; "
+                "keep the adapter unmerged (or call unload() to drop it)."
+            )
+
+
+class RoutedTunerMixin(BaseTuner):
+    """Adds the routers' auxiliary losses to the training loss; refuses to merge routed adapters."""
+
+    def _routed_layers(self) -> list[RoutedLayerMixin]:
+        return [m for m in self.model.modules() if isinstance(m, RoutedLayerMixin)]
+
+    def _router_loss_terms(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        aux, zl = [], []
+        for layer in self._routed_layers():
+            for name in self.active_adapters:
+                if name in layer._router_losses:
+                    aux.append(layer._router_losses[name][0])
+                    zl.append(layer._router_losses[name][1])
+        if not aux:
+            return None
+        device = aux[0].device
+        return torch.stack([a.to(device) for a in aux]).mean(), torch.stack([z.to(device) for z in zl]).mean()
+
+    def get_router_aux_loss(self, weighted: bool = False) -> torch.Tensor | None:
+        """Mean load-balancing loss over adapted layers from the last forward (None before any forward).
+
+        With ``weighted=True`` returns exactly what training adds to the loss:
+        ``router_aux_loss_coef · mean L_aux + router_z_loss_coef · mean L_z``.
+        """
+        terms = self._router_loss_terms()
+        if terms is None:
+            return None
+        if not weighted:
+            return terms[0]
+        config = self.peft_config[self.active_adapters[0]]
+        return config.router_aux_loss_coef * terms[0] + config.router_z_loss_coef * terms[1]
+
+    def forward(self, *args: Any, **kwargs: Any):
+        for layer in self._routed_layers():
+            layer._router_losses.clear()
+        outputs = self.model(*args, **kwargs)
+        loss = getattr(outputs, "loss", None)
+        if self.training and loss is not None:
+            extra = self.get_router_aux_loss(weighted=True)
+            if extra is not None:
+                outputs.loss = loss + extra.to(loss.dtype)
+        return outputs
+
+    def _check_merge_allowed(self) -> None:
+        super()._check_merge_allowed()
+        for name, config in self.peft_config.items():
+            if config.num_experts != 1:
+                raise ValueError(
+                    f"Adapter {name!r} has num_experts={config.num_experts}: routed experts depend on each "
+                    "token, so merge_and_unload() cannot fold them into the base weights. Only num_experts=1 "
+                    "adapters merge; keep the PeftModel unmerged, or call unload() to get the base model back."
+                )
