@@ -65,5 +65,8 @@ def register_all() -> None:
             continue
         mod = importlib.import_module(module)
         register_peft_method(
-            name=name, config_cls=getattr(mod, config_name), model_cls=getattr(mod, model_name), prefix=f"{name}_"
+            name=name,
+            config_cls=getattr(mod, config_name),
+            model_cls=getattr(mod, model_name),
+            prefix=f"{name}_",
         )

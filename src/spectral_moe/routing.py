@@ -40,7 +40,8 @@ def route(logits: torch.Tensor, top_k: int, temperature: float = 1.0) -> Routing
     num_experts = logits.shape[-1]
     if not 1 <= top_k <= num_experts:
         raise ValueError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
-    probs = F.softmax(logits.float() / temperature, dim=-1)
+    work = torch.float64 if logits.dtype == torch.float64 else torch.float32  # softmax never in half
+    probs = F.softmax(logits.to(work) / temperature, dim=-1)
     top_p, top_i = probs.topk(top_k, dim=-1)
     top_g = top_p / top_p.sum(-1, keepdim=True)
     gates = torch.zeros_like(probs).scatter(-1, top_i, top_g)
@@ -49,21 +50,22 @@ def route(logits: torch.Tensor, top_k: int, temperature: float = 1.0) -> Routing
 
 def dispatch_fraction(topk_index: torch.Tensor, num_experts: int) -> torch.Tensor:
     """``f_z``: share of (token, slot) pairs dispatched to each expert, ``[Z]``, sums to 1."""
-    counts = torch.bincount(topk_index.reshape(-1), minlength=num_experts).to(torch.float32)
+    counts = torch.bincount(topk_index.reshape(-1), minlength=num_experts).float()
     return counts / counts.sum().clamp_min(1.0)
 
 
 def load_balancing_loss(routing: Routing) -> torch.Tensor:
     """``L_aux = Z · Σ_z f_z P_z`` (Switch Transformer), differentiable through ``P_z``."""
     num_experts = routing.probs.shape[-1]
-    f = dispatch_fraction(routing.topk_index, num_experts).to(routing.probs.device)
+    f = dispatch_fraction(routing.topk_index, num_experts).to(routing.probs)
     p_mean = routing.probs.reshape(-1, num_experts).mean(0)
     return num_experts * (f * p_mean).sum()
 
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
     """``mean_t (logsumexp_z ℓ_{t,z})²`` (ST-MoE router z-loss)."""
-    return torch.logsumexp(logits.float(), dim=-1).square().mean()
+    work = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return torch.logsumexp(logits.to(work), dim=-1).square().mean()
 
 
 def router_statistics(routing: Routing) -> dict[str, torch.Tensor]:

@@ -33,6 +33,7 @@ import math
 
 import torch
 
+
 def fft_dtype(dtype: torch.dtype) -> torch.dtype:
     """Real dtype the FFTs run in: float64 stays float64, everything else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -167,7 +168,7 @@ def log_band_energies(x: torch.Tensor, num_bands: int, eps: float = 1e-6) -> tor
 # Cost-model constants (relative seconds per unit of work on CPU, fp32), measured by
 # benchmarks/adapter_step.py; only their ratios matter.
 FFT_COST_PER_POINT_LOG = 1.0  # one complex butterfly of an rfft/irfft, per token
-GATHER_COST_PER_COEF = 4.0  # gather + complex multiply + index_add, per token per coefficient
+GATHER_COST_PER_COEF = 10.0  # gather + complex multiply + index_add, per token per coefficient
 MATMUL_COST_PER_MAC = 0.25  # one multiply-accumulate of a dense float32 matmul
 
 

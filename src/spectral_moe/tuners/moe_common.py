@@ -4,7 +4,7 @@ The layer mixin owns one router per adapter (``W_r``: ``nn.Linear(features, Z, b
 the gates exactly as the forward uses them, and records per adapter the load-balancing loss, the
 z-loss and the router statistics of the last forward. The tuner mixin averages those over the
 adapted layers and adds ``router_aux_loss_coef · L_aux + router_z_loss_coef · L_z`` to the model's
-loss during training.
+``outputs.loss`` during training (a forward hook on the wrapped model).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from peft.config import PeftConfig
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_target_module_exists
 from torch import nn
 
 from ..routing import ROUTER_FEATURES, Routing, load_balancing_loss, route, router_statistics, router_z_loss
@@ -50,7 +50,8 @@ class RoutedAdapterConfig(PeftConfig):
         default=None, metadata={"help": "Module names or a regex never to adapt."}
     )
     fan_in_fan_out: bool = field(
-        default=False, metadata={"help": "True if the layer stores its weight as (in, out), e.g. GPT-2 Conv1D."}
+        default=False,
+        metadata={"help": "True if the layer stores its weight as (in, out), e.g. GPT-2 Conv1D."},
     )
     bias: str = field(default="none", metadata={"help": "Which biases to train: 'none' or 'all'."})
     modules_to_save: list[str] | None = field(
@@ -60,10 +61,13 @@ class RoutedAdapterConfig(PeftConfig):
         default=None, metadata={"help": "Only adapt these layer indices."}
     )
     layers_pattern: list[str] | str | None = field(
-        default=None, metadata={"help": "Name of the layer list (e.g. 'layers'), used with layers_to_transform."}
+        default=None,
+        metadata={"help": "Name of the layer list (e.g. 'layers'), used with layers_to_transform."},
     )
     num_experts: int = field(default=8, metadata={"help": "Number of experts Z per adapted layer."})
-    top_k: int = field(default=2, metadata={"help": "Experts each token is routed to (1 <= top_k <= num_experts)."})
+    top_k: int = field(
+        default=2, metadata={"help": "Experts each token is routed to (1 <= top_k <= num_experts)."}
+    )
     router_features: str = field(
         default="hidden",
         metadata={"help": "'hidden': the router sees x; 'spectral': [x, log band energies of rfft(x)]."},
@@ -73,7 +77,8 @@ class RoutedAdapterConfig(PeftConfig):
     )
     router_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature τ of the router."})
     router_aux_loss_coef: float = field(
-        default=0.01, metadata={"help": "Weight of the Switch load-balancing loss added to the training loss."}
+        default=0.01,
+        metadata={"help": "Weight of the Switch load-balancing loss added to the training loss."},
     )
     router_z_loss_coef: float = field(default=0.0, metadata={"help": "Weight of the router z-loss."})
     format_version: int = field(default=FORMAT_VERSION, metadata={"help": "spectral-moe checkpoint format."})
@@ -132,7 +137,9 @@ class RoutedLayerMixin(BaseTunerLayer):
         self._router_losses: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _create_router(self, adapter_name: str, config: RoutedAdapterConfig) -> None:
-        in_dim = self.in_features + (config.router_spectral_bands if config.router_features == "spectral" else 0)
+        in_dim = self.in_features + (
+            config.router_spectral_bands if config.router_features == "spectral" else 0
+        )
         router = nn.Linear(in_dim, config.num_experts, bias=False)
         nn.init.normal_(router.weight, std=in_dim**-0.5)
         getattr(self, self.router_attr)[adapter_name] = router
@@ -169,6 +176,31 @@ class RoutedLayerMixin(BaseTunerLayer):
 class RoutedTunerMixin(BaseTuner):
     """Adds the routers' auxiliary losses to the training loss; refuses to merge routed adapters."""
 
+    def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs: Any) -> None:
+        config = self.peft_config[adapter_name]
+        if config.target_modules is not None:
+            from transformers.pytorch_utils import Conv1D
+
+            modules = dict(model.named_modules())
+            tuner_names = {n for n, m in modules.items() if isinstance(m, BaseTunerLayer)}
+
+            def inside_tuner(name: str) -> bool:
+                parts = name.split(".")
+                return any(".".join(parts[:i]) in tuner_names for i in range(1, len(parts)))
+
+            names = [
+                n
+                for n, m in modules.items()
+                if isinstance(m, (nn.Linear, Conv1D, BaseTunerLayer)) and not inside_tuner(n)
+            ]
+            if not any(check_target_module_exists(config, n) for n in names):
+                suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
+                raise ValueError(
+                    f"target_modules={config.target_modules!r} matched no nn.Linear/Conv1D module of the model "
+                    f"(after exclude_modules/layers_to_transform); adaptable module names: {suffixes}"
+                )
+        super().inject_adapter(model, adapter_name, **kwargs)
+
     def _routed_layers(self) -> list[RoutedLayerMixin]:
         return [m for m in self.model.modules() if isinstance(m, RoutedLayerMixin)]
 
@@ -198,16 +230,34 @@ class RoutedTunerMixin(BaseTuner):
         config = self.peft_config[self.active_adapters[0]]
         return config.router_aux_loss_coef * terms[0] + config.router_z_loss_coef * terms[1]
 
-    def forward(self, *args: Any, **kwargs: Any):
+    def _post_injection_hook(self, model: nn.Module, config: PeftConfig, adapter_name: str) -> None:
+        # Hooks on the wrapped model, not an override of forward: PeftModel.forward calls the wrapped model
+        # directly, bypassing the tuner's forward, while every path runs the wrapped model's hooks.
+        super()._post_injection_hook(model, config, adapter_name)
+        if "_router_hooks" not in self.__dict__:
+            self._router_hooks = [
+                model.register_forward_pre_hook(self._clear_router_losses),
+                model.register_forward_hook(self._add_router_losses),
+            ]
+
+    def _clear_router_losses(self, module: nn.Module, args: Any) -> None:
         for layer in self._routed_layers():
             layer._router_losses.clear()
-        outputs = self.model(*args, **kwargs)
+
+    def _add_router_losses(self, module: nn.Module, args: Any, outputs: Any) -> Any:
         loss = getattr(outputs, "loss", None)
-        if self.training and loss is not None:
+        if module.training and loss is not None:
             extra = self.get_router_aux_loss(weighted=True)
             if extra is not None:
                 outputs.loss = loss + extra.to(loss.dtype)
         return outputs
+
+    def _unload_and_optionally_merge(self, merge: bool = True, *args: Any, **kwargs: Any):
+        if merge:
+            self._check_merge_allowed()  # fail before anything is changed
+        for handle in self.__dict__.pop("_router_hooks", []):
+            handle.remove()
+        return super()._unload_and_optionally_merge(merge, *args, **kwargs)
 
     def _check_merge_allowed(self) -> None:
         super()._check_merge_allowed()

@@ -37,7 +37,9 @@ class FourierMoEConfig(RoutedAdapterConfig):
     scaling: float = field(default=150.0, metadata={"help": "Scale of ΔW (FourierFT convention)."})
     random_loc_seed: int = field(default=777, metadata={"help": "Seed of the spectral positions."})
     band_layout: str = field(default="radial", metadata={"help": f"One of {list(BAND_LAYOUTS)}."})
-    complex_coefficients: bool = field(default=True, metadata={"help": "Complex (True) or real coefficients."})
+    complex_coefficients: bool = field(
+        default=True, metadata={"help": "Complex (True) or real coefficients."}
+    )
     forward_mode: str = field(default="auto", metadata={"help": f"One of {list(FORWARD_MODES)}."})
     init_weights: bool = field(default=True, metadata={"help": "Zero-initialise the coefficients."})
 

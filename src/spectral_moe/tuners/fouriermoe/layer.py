@@ -79,7 +79,11 @@ class FourierMoELayer(RoutedLayerMixin):
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
     def _coefficients(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        imag = self.fouriermoe_spectrum_imag[adapter_name] if adapter_name in self.fouriermoe_spectrum_imag else None
+        imag = (
+            self.fouriermoe_spectrum_imag[adapter_name]
+            if adapter_name in self.fouriermoe_spectrum_imag
+            else None
+        )
         return self.fouriermoe_spectrum_real[adapter_name], imag
 
     def delta_weights(self, adapter_name: str) -> torch.Tensor:
@@ -144,7 +148,9 @@ class FourierMoELayer(RoutedLayerMixin):
 class FourierMoELinear(nn.Module, FourierMoELayer):
     """FourierMoE around an ``nn.Linear`` or transformers ``Conv1D`` (``fan_in_fan_out=True``)."""
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, config: FourierMoEConfig, **kwargs: Any) -> None:
+    def __init__(
+        self, base_layer: nn.Module, adapter_name: str, config: FourierMoEConfig, **kwargs: Any
+    ) -> None:
         super().__init__()
         FourierMoELayer.__init__(self, base_layer, **kwargs)
         self.fan_in_fan_out = config.fan_in_fan_out

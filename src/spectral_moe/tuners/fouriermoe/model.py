@@ -47,7 +47,9 @@ class FourierMoEModel(RoutedTunerMixin):
         self._replace_module(parent, target_name, new_module, target)
 
     @staticmethod
-    def _create_new_module(config: FourierMoEConfig, adapter_name: str, target: torch.nn.Module) -> FourierMoELinear:
+    def _create_new_module(
+        config: FourierMoEConfig, adapter_name: str, target: torch.nn.Module
+    ) -> FourierMoELinear:
         base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
         if isinstance(base, torch.nn.Linear) and config.fan_in_fan_out:
             warnings.warn("fan_in_fan_out=True but the target is torch.nn.Linear; using False.", stacklevel=2)
