@@ -23,6 +23,7 @@ SUPPORTED_PEFT = (Version("0.21"), Version("0.22"))  # [low, high)
 # name -> (import path of config class, import path of model class)
 METHODS = {
     "fouriermoe": ("spectral_moe.tuners.fouriermoe", "FourierMoEConfig", "FourierMoEModel"),
+    "frame": ("spectral_moe.tuners.frame", "FrameConfig", "FrameModel"),
 }
 
 

@@ -9,12 +9,19 @@ adapted layers and adds ``router_aux_loss_coef · L_aux + router_z_loss_coef · 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from peft.config import PeftConfig
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_target_module_exists
+from peft.tuners.tuners_utils import (
+    BaseTuner,
+    BaseTunerLayer,
+    check_adapters_to_merge,
+    check_target_module_exists,
+)
+from peft.utils.other import transpose
 from torch import nn
 
 from ..routing import ROUTER_FEATURES, Routing, load_balancing_loss, route, router_statistics, router_z_loss
@@ -163,6 +170,49 @@ class RoutedLayerMixin(BaseTunerLayer):
         self.router_stats[adapter_name] = router_statistics(routing)
         return routing
 
+    def has_adapter(self, adapter_name: str) -> bool:
+        return adapter_name in getattr(self, self.adapter_layer_names[0])
+
+    def routed_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``W0 x + Σ_adapters Σ_z g_z ΔW_z x``; records router losses and statistics per adapter."""
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        if self.merged:
+            return result
+        for name in self.active_adapters:
+            if self.has_adapter(name):
+                routing = self._route_and_record(name, x)
+                result = result + self.adapter_delta(name, x, routing.gates).to(result.dtype)
+        return result
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """Fold ``ΔW`` into the base weight; only possible for ``num_experts == 1`` (gates ≡ 1)."""
+        for name in check_adapters_to_merge(self, adapter_names):
+            if not self.has_adapter(name):
+                continue
+            self._check_mergeable(name)
+            base = self.get_base_layer()
+            delta = transpose(self.get_delta_weight(name, 0), self.fan_in_fan_out).to(base.weight.dtype)
+            merged = base.weight.data + delta
+            if safe_merge and not torch.isfinite(merged).all():
+                raise ValueError(f"NaNs detected in the merged weights; adapter {name!r} seems to be broken")
+            base.weight.data = merged
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        if not self.merged:
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
+            return
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            if self.has_adapter(name):
+                base = self.get_base_layer()
+                delta = transpose(self.get_delta_weight(name, 0), self.fan_in_fan_out)
+                base.weight.data -= delta.to(base.weight.dtype)
+
     def _check_mergeable(self, adapter_name: str) -> None:
         num_experts = getattr(self, self.config_attr)[adapter_name].num_experts
         if num_experts != 1:
@@ -174,7 +224,47 @@ class RoutedLayerMixin(BaseTunerLayer):
 
 
 class RoutedTunerMixin(BaseTuner):
-    """Adds the routers' auxiliary losses to the training loss; refuses to merge routed adapters."""
+    """Injection of ``linear_cls`` layers, the routers' auxiliary losses, refusal to merge routed adapters.
+
+    Subclasses set ``prefix``, ``tuner_layer_cls`` (the layer state class), ``linear_cls`` (the module
+    that wraps an ``nn.Linear``/``Conv1D``) and ``target_module_mapping``.
+    """
+
+    linear_cls: type
+
+    def _create_and_replace(
+        self,
+        config: RoutedAdapterConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+        **optional_kwargs: Any,
+    ) -> None:
+        if current_key is None:
+            raise ValueError("Current Key shouldn't be `None`")
+        if isinstance(target, self.tuner_layer_cls):
+            target.update_layer(adapter_name, config)
+            return
+        from transformers.pytorch_utils import Conv1D
+
+        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
+        if isinstance(base, nn.Linear) and config.fan_in_fan_out:
+            warnings.warn("fan_in_fan_out=True but the target is torch.nn.Linear; using False.", stacklevel=2)
+            config.fan_in_fan_out = False
+        elif isinstance(base, Conv1D) and not config.fan_in_fan_out:
+            warnings.warn("fan_in_fan_out=False but the target is Conv1D; using True.", stacklevel=2)
+            config.fan_in_fan_out = True
+        elif not isinstance(base, (nn.Linear, Conv1D)):
+            raise TypeError(
+                f"Target module {target_name} ({type(base).__name__}) is not supported: spectral-moe adapts "
+                "torch.nn.Linear and transformers Conv1D layers."
+            )
+        new_module = self.linear_cls(target, adapter_name, config=config)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
 
     def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs: Any) -> None:
         config = self.peft_config[adapter_name]

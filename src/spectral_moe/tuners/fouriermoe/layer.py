@@ -13,13 +13,10 @@ For an input ``x [..., d_in]`` and each active adapter::
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 from peft.tuners._buffer_dict import BufferDict
-from peft.tuners.tuners_utils import check_adapters_to_merge
-from peft.utils.other import transpose
 from torch import nn
 
 from ...spectral import bands
@@ -157,47 +154,8 @@ class FourierMoELinear(nn.Module, FourierMoELayer):
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
 
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """Fold ``ΔW`` into the base weight; only possible for ``num_experts == 1`` (gates ≡ 1)."""
-        adapter_names = check_adapters_to_merge(self, adapter_names)
-        for name in adapter_names:
-            if name not in self.fouriermoe_spectrum_real:
-                continue
-            self._check_mergeable(name)
-            base = self.get_base_layer()
-            delta = transpose(self.get_delta_weight(name, 0), self.fan_in_fan_out).to(base.weight.dtype)
-            merged = base.weight.data + delta
-            if safe_merge and not torch.isfinite(merged).all():
-                raise ValueError(f"NaNs detected in the merged weights; adapter {name!r} seems to be broken")
-            base.weight.data = merged
-            self.merged_adapters.append(name)
-
-    def unmerge(self) -> None:
-        if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
-            return
-        while self.merged_adapters:
-            name = self.merged_adapters.pop()
-            if name in self.fouriermoe_spectrum_real:
-                base = self.get_base_layer()
-                base.weight.data -= transpose(self.get_delta_weight(name, 0), self.fan_in_fan_out).to(
-                    base.weight.dtype
-                )
-
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
-        if self.merged:
-            return result
-        for name in self.active_adapters:
-            if name not in self.fouriermoe_spectrum_real:
-                continue
-            routing = self._route_and_record(name, x)
-            result = result + self.adapter_delta(name, x, routing.gates).to(result.dtype)
-        return result
+        return self.routed_forward(x, *args, **kwargs)
 
     def __repr__(self) -> str:
         return "fouriermoe." + super().__repr__()

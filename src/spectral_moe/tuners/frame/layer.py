@@ -1,0 +1,160 @@
+"""FRAME tuner layer: top-k routed LoRA experts with learnable fractional-Fourier orders (DESIGN.md §4).
+
+For an input ``x [..., d_in]`` and each active adapter::
+
+    g = router_weights(x)                                          [..., Z]
+    y = W0 x + Σ_z g_z · (α/r) · Re(𝓕^{−a_z} B_z A_z 𝓕^{a_z}) dropout(x)
+    a_z = order_max · sigmoid(θ_z)        (learned)   or fixed orders
+
+The transforms act on the factors once per forward (``spectral.frame.transformed_factors``), then
+every token sees a real rank-2r LoRA; with all orders fixed at 0 (MoE-LoRA) no transform is
+computed and the experts are rank-r LoRAs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from peft.tuners._buffer_dict import BufferDict
+from torch import nn
+
+from ...spectral.frame import apply_lowrank_experts, dense_delta_weight, transformed_factors
+from ..moe_common import RoutedLayerMixin, linear_features
+from .config import FrameConfig
+
+
+def initial_orders(config: FrameConfig) -> torch.Tensor:
+    """``[Z]`` initial orders: ``(z + ½)/Z`` for ``"spread"``, else ``order_init`` for every expert."""
+    z = config.num_experts
+    if config.order_init == "spread":
+        return (torch.arange(z, dtype=torch.float64) + 0.5) / z
+    return torch.full((z,), float(config.order_init), dtype=torch.float64)
+
+
+class FrameLayer(RoutedLayerMixin):
+    """State of FRAME on one layer; parameters are keyed by adapter name.
+
+    Per adapter: ``frame_A[a]`` ``[Z, r, d_in]``, ``frame_B[a]`` ``[Z, d_out, r]``, the router
+    ``frame_router[a]``, and either ``frame_order_logit[a]`` ``[Z]`` (learned orders,
+    ``a_z = order_max·sigmoid(θ_z)``) or the persistent buffer ``frame_order_fixed[a]`` ``[Z]``.
+    """
+
+    adapter_layer_names = ("frame_A", "frame_B", "frame_order_logit", "frame_router")
+    other_param_names = ("frame_order_fixed", "frame_config", "frame_dropout")
+    router_attr = "frame_router"
+    config_attr = "frame_config"
+
+    def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
+        self.base_layer = base_layer
+        self.frame_A = nn.ParameterDict({})
+        self.frame_B = nn.ParameterDict({})
+        self.frame_order_logit = nn.ParameterDict({})
+        self.frame_order_fixed = BufferDict({}, persistent=True)
+        self.frame_router = nn.ModuleDict({})
+        self.frame_dropout = nn.ModuleDict({})
+        self.frame_config: dict[str, FrameConfig] = {}
+        self._disable_adapters = False
+        self.merged_adapters = []
+        self.kwargs = kwargs
+        self.in_features, self.out_features = linear_features(self.get_base_layer())
+        self._init_routing_state()
+
+    def update_layer(self, adapter_name: str, config: FrameConfig, **kwargs: Any) -> None:
+        """Create adapter ``adapter_name``: Kaiming A, zero B, orders, router."""
+        z, r = config.num_experts, config.r
+        self.frame_config[adapter_name] = config
+        lora_a = torch.empty(z, r, self.in_features)
+        for i in range(z):  # init only: the same Kaiming-uniform bound as peft LoRA's A
+            nn.init.kaiming_uniform_(lora_a[i], a=math.sqrt(5))
+        self.frame_A[adapter_name] = nn.Parameter(lora_a)
+        lora_b = torch.zeros(z, self.out_features, r)
+        if not config.init_lora_weights:
+            nn.init.normal_(lora_b, std=1.0 / r)
+        self.frame_B[adapter_name] = nn.Parameter(lora_b)
+        orders = initial_orders(config)
+        if config.learn_order:
+            self.frame_order_logit[adapter_name] = nn.Parameter(
+                torch.logit(orders / config.order_max).float()
+            )
+        else:
+            self.frame_order_fixed[adapter_name] = orders.float()
+        self.frame_dropout[adapter_name] = (
+            nn.Dropout(config.lora_dropout) if config.lora_dropout else nn.Identity()
+        )
+        self._create_router(adapter_name, config)
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def frame_orders(self, adapter_name: str) -> torch.Tensor:
+        """Current orders ``[num_experts]`` (differentiable when learned)."""
+        if adapter_name in self.frame_order_logit:
+            theta = self.frame_order_logit[adapter_name]
+            return self.frame_config[adapter_name].order_max * torch.sigmoid(theta)
+        return self.frame_order_fixed[adapter_name]
+
+    def _scale(self, adapter_name: str) -> float:
+        config = self.frame_config[adapter_name]
+        return config.lora_alpha / config.r
+
+    def _spatial_only(self, adapter_name: str) -> bool:
+        """All orders fixed at exactly 0: plain LoRA experts, no transform needed."""
+        return adapter_name in self.frame_order_fixed and bool(
+            (self.frame_order_fixed[adapter_name] == 0).all()
+        )
+
+    def effective_factors(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real factors the tokens see: ``A' [Z, k, d_in]``, ``B' [Z, d_out, k]`` (k = r or 2r)."""
+        lora_a, lora_b = self.frame_A[adapter_name], self.frame_B[adapter_name]
+        if self._spatial_only(adapter_name):
+            return lora_a, lora_b
+        method = self.frame_config[adapter_name].transform
+        return transformed_factors(lora_a, lora_b, self.frame_orders(adapter_name), method)
+
+    def delta_weights(self, adapter_name: str) -> torch.Tensor:
+        """All experts' dense ``ΔW_z`` ``[Z, out, in]`` from dense transform matrices (reference path)."""
+        return dense_delta_weight(
+            self.frame_A[adapter_name],
+            self.frame_B[adapter_name],
+            self.frame_orders(adapter_name),
+            self.frame_config[adapter_name].transform,
+            self._scale(adapter_name),
+        )
+
+    def get_delta_weight(self, adapter_name: str, expert: int = 0) -> torch.Tensor:
+        """Dense real ``ΔW_z = (α/r)·Re(𝓕^{−a} B A 𝓕^{a})`` of one expert, ``[out_features, in_features]``."""
+        num_experts = self.frame_config[adapter_name].num_experts
+        if not 0 <= expert < num_experts:
+            raise ValueError(f"expert must be in [0, {num_experts - 1}], got {expert}")
+        sl = slice(expert, expert + 1)
+        return dense_delta_weight(
+            self.frame_A[adapter_name][sl],
+            self.frame_B[adapter_name][sl],
+            self.frame_orders(adapter_name)[sl],
+            self.frame_config[adapter_name].transform,
+            self._scale(adapter_name),
+        )[0]
+
+    def adapter_delta(self, adapter_name: str, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """``Σ_z gates[..., z] · ΔW_z dropout(x)`` through the transformed factors."""
+        lora_a, lora_b = self.effective_factors(adapter_name)
+        x = self.frame_dropout[adapter_name](x)
+        return apply_lowrank_experts(x, lora_a, lora_b, gates, self._scale(adapter_name))
+
+
+class FrameLinear(nn.Module, FrameLayer):
+    """FRAME around an ``nn.Linear`` or transformers ``Conv1D`` (``fan_in_fan_out=True``)."""
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: FrameConfig, **kwargs: Any) -> None:
+        super().__init__()
+        FrameLayer.__init__(self, base_layer, **kwargs)
+        self.fan_in_fan_out = config.fan_in_fan_out
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.routed_forward(x, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return "frame." + super().__repr__()
