@@ -46,3 +46,53 @@ class ToyLM(torch.utils.data.Dataset):
             "labels": self.ids[i],
             "attention_mask": torch.ones_like(self.ids[i]),
         }
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained on a few sentences (no download), with bos/eos/pad."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    corpus = ["Question: what is 2 plus 3? Answer: 5", "The answer is yes or no.", "0123456789 abc"] * 10
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def save_tiny_llama(path) -> str:
+    """A tiny random Llama + its tokenizer saved as a local model folder; returns the path."""
+    tok = tiny_tokenizer()
+    model = tiny_llama(vocab_size=len(tok), hidden_size=32, intermediate_size=48)
+    model.config.bos_token_id, model.config.eos_token_id = tok.bos_token_id, tok.eos_token_id
+    model.config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def write_jsonl_task(path, n: int = 40, seed: int = 0) -> str:
+    """A small multiple-choice arithmetic JSONL task."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        answer = str(a + b)
+        wrong = sorted({str(a + b + 1), str(max(a + b - 1, 0)), str(a * b)} - {answer})[:2]
+        lines.append(
+            json.dumps(
+                {"input": f"Question: {a} plus {b}? Answer:", "choices": [answer, *wrong], "answer": answer}
+            )
+        )
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return str(path)

@@ -1,0 +1,240 @@
+"""``spectral-moe analyze``: figures of what a run's experts learned.
+
+* ``training_curve.png`` — loss (and router aux loss) over steps from ``train_log.jsonl``.
+* ``expert_load_per_task.png`` — for each task, the dispatched fraction per expert averaged over
+  the adapted layers (router statistics collected on that task's evaluation examples).
+* ``expert_load_per_layer.png`` — dispatched fraction per layer (rows) and expert (columns), all tasks.
+* ``weight_psd.png`` — radially averaged power spectral density ``|fft2(W0)|²`` of the pretrained
+  weights of a few adapted layers, early to deep.
+* ``coefficient_magnitude.png`` (FourierMoE) — mean ``|c_z|`` per expert across layers.
+* ``orders.png`` (FRAME) — learned order per layer and expert, and the router-weighted order
+  ``Σ_z f_z a_z`` per task.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..tuners.fouriermoe import FourierMoELayer
+from ..tuners.frame import FrameLayer
+from ..tuners.moe_common import RoutedLayerMixin
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def radial_psd(weight: torch.Tensor, bins: int = 32) -> torch.Tensor:
+    """Power ``|fft2(W)|²/(MN)`` averaged in ``bins`` rings of normalised radial frequency ρ ∈ [0, 1/√2]."""
+    from ..spectral.bands import radial_frequency
+
+    w = weight.detach().float()
+    power = torch.fft.fft2(w).abs().square().flatten() / w.numel()
+    rho = radial_frequency(*w.shape).flatten().float()
+    idx = torch.clamp((rho / rho.max() * bins).long(), max=bins - 1)
+    total = torch.zeros(bins).index_add(0, idx, power)
+    count = torch.zeros(bins).index_add(0, idx, torch.ones_like(power))
+    return total / count.clamp_min(1)
+
+
+def routed_layers(model: torch.nn.Module) -> list[tuple[str, RoutedLayerMixin]]:
+    return [
+        (n.removeprefix("base_model.model."), m)
+        for n, m in model.named_modules()
+        if isinstance(m, RoutedLayerMixin)
+    ]
+
+
+@torch.no_grad()
+def expert_load_by_task(
+    model, tokenizer, tasks, max_examples: int = 20
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``{task: {layer: dispatch fraction [Z]}}`` over each task's test examples (prompt + answer)."""
+    from ..training.run import PadCollator, causal_lm_features
+
+    layers = routed_layers(model)
+    collate = PadCollator(tokenizer.pad_token_id)
+    result = {}
+    for task in tasks:
+        examples = task.test[:max_examples]
+        if not examples:
+            continue
+        sums = {name: 0 for name, _ in layers}
+        for ex in examples:
+            batch = collate([causal_lm_features(tokenizer, ex, 256)])
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            for name, layer in layers:
+                for stats in layer.router_stats.values():
+                    sums[name] = sums[name] + stats["dispatch_fraction"]
+        result[task.name] = {name: s / len(examples) for name, s in sums.items()}
+    return result
+
+
+def plot_training_curve(log_path: Path, out: Path) -> Path | None:
+    if not log_path.is_file():
+        return None
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="loss")
+    aux = [(r["step"], r["router_aux_loss"]) for r in rows if "router_aux_loss" in r]
+    if aux:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*aux), color="tab:orange", label="router aux loss")
+        ax2.set_ylabel("router aux loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("training curve")
+    fig.tight_layout()
+    path = out / "training_curve.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_expert_load(load: dict[str, dict[str, torch.Tensor]], out: Path) -> list[Path]:
+    if not load:
+        return []
+    plt = _plt()
+    tasks = list(load)
+    layers = list(next(iter(load.values())))
+    per_task = torch.stack([torch.stack([load[t][name] for name in layers]).mean(0) for t in tasks])
+    fig, ax = plt.subplots(figsize=(0.5 * per_task.shape[1] + 3, 0.35 * len(tasks) + 1.5))
+    im = ax.imshow(per_task.numpy(), aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(tasks)), [t.split(":")[-1] for t in tasks], fontsize=7)
+    ax.set_xlabel("expert")
+    ax.set_title("expert load per task (mean over layers)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    p1 = out / "expert_load_per_task.png"
+    fig.savefig(p1, dpi=120)
+    plt.close(fig)
+    per_layer = torch.stack([torch.stack([load[t][name] for t in tasks]).mean(0) for name in layers])
+    fig, ax = plt.subplots(figsize=(0.5 * per_layer.shape[1] + 3, 0.18 * len(layers) + 1.5))
+    im = ax.imshow(per_layer.numpy(), aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(layers)), layers, fontsize=5)
+    ax.set_xlabel("expert")
+    ax.set_title("expert load per layer (all tasks)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    p2 = out / "expert_load_per_layer.png"
+    fig.savefig(p2, dpi=120)
+    plt.close(fig)
+    return [p1, p2]
+
+
+def plot_weight_psd(layers: list[tuple[str, RoutedLayerMixin]], out: Path, count: int = 4) -> Path | None:
+    if not layers:
+        return None
+    plt = _plt()
+    picks = [layers[round(i * (len(layers) - 1) / max(count - 1, 1))] for i in range(min(count, len(layers)))]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, layer in picks:
+        psd = radial_psd(layer.get_base_layer().weight)
+        ax.semilogy(
+            torch.linspace(0, 1, len(psd)).numpy(), psd.numpy(), label=name.replace("model.layers.", "L")
+        )
+    ax.set_xlabel("normalised radial frequency")
+    ax.set_ylabel("power")
+    ax.set_title("PSD of pretrained weights")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = out / "weight_psd.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_coefficients(layers: list[tuple[str, RoutedLayerMixin]], out: Path) -> Path | None:
+    rows, names = [], []
+    for name, layer in layers:
+        if isinstance(layer, FourierMoELayer):
+            for adapter in layer.fouriermoe_spectrum_real:
+                real, imag = layer._coefficients(adapter)
+                mag = real.detach().abs() if imag is None else torch.complex(real, imag).detach().abs()
+                rows.append(mag.mean(-1))
+                names.append(name)
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 0.18 * len(rows) + 1.5))
+    im = ax.imshow(torch.stack(rows).numpy(), aspect="auto", cmap="magma")
+    ax.set_yticks(range(len(names)), names, fontsize=5)
+    ax.set_xlabel("expert (low → high frequency band)")
+    ax.set_title("mean |coefficient| per expert")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    path = out / "coefficient_magnitude.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_orders(layers, load: dict[str, dict[str, torch.Tensor]], out: Path) -> Path | None:
+    frame = [(n, m) for n, m in layers if isinstance(m, FrameLayer)]
+    if not frame:
+        return None
+    plt = _plt()
+    orders = {n: m.frame_orders(next(iter(m.frame_config))).detach().float() for n, m in frame}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.18 * len(frame) + 2))
+    im = axes[0].imshow(
+        torch.stack(list(orders.values())).numpy(), aspect="auto", cmap="coolwarm", vmin=0, vmax=2
+    )
+    axes[0].set_yticks(range(len(orders)), list(orders), fontsize=5)
+    axes[0].set_xlabel("expert")
+    axes[0].set_title("learned order a_z")
+    fig.colorbar(im, ax=axes[0])
+    if load:
+        weighted = {
+            t: float(torch.stack([(per_layer[n] * orders[n]).sum() for n in orders]).mean())
+            for t, per_layer in load.items()
+        }
+        axes[1].barh([t.split(":")[-1] for t in weighted], list(weighted.values()))
+        axes[1].set_xlabel("router-weighted order Σ f_z a_z")
+        axes[1].tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    path = out / "orders.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def analyze_run(run_dir: Path, max_examples: int = 20) -> list[Path]:
+    """Write every figure of ``run_dir`` into ``run_dir/figures``; returns their paths."""
+    from ..data import load_tasks
+    from ..evaluation.runs import load_run_model, num_labels_for
+
+    cfg = json.loads((run_dir / "run_config.json").read_text())
+    tasks = load_tasks(cfg["tasks"], max_train=cfg.get("max_train"), max_eval=max_examples, seed=0)
+    model, tokenizer, _ = load_run_model(run_dir, num_labels=num_labels_for(tasks))
+    out = run_dir / "figures"
+    out.mkdir(exist_ok=True)
+    layers = routed_layers(model)
+    load = (
+        expert_load_by_task(model, tokenizer, tasks, max_examples)
+        if cfg.get("task_type") != "seq_cls"
+        else {}
+    )
+    if load:
+        (out / "expert_load.json").write_text(
+            json.dumps({t: {n: v.tolist() for n, v in d.items()} for t, d in load.items()}, indent=1)
+        )
+    paths = [
+        plot_training_curve(run_dir / "train_log.jsonl", out),
+        *plot_expert_load(load, out),
+        plot_weight_psd(layers, out),
+        plot_coefficients(layers, out),
+        plot_orders(layers, load, out),
+    ]
+    return [p for p in paths if p is not None]

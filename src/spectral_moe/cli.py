@@ -1,0 +1,296 @@
+"""``spectral-moe`` command line: train, eval, compare, analyze, demo.
+
+Every wrong option value ends in one line on stderr (``spectral-moe: error: ...``) and exit code 2;
+nothing is written for a run that fails validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .training.methods import METHODS
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values: JSON when it parses (numbers, true/false, lists), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _apply_sets(values: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--set takes key=value, got {item!r}")
+        value = _parse_value(raw)
+        if key.startswith("adapter."):
+            values.setdefault("adapter", {})[key.removeprefix("adapter.")] = value
+        else:
+            values[key] = value
+    return values
+
+
+def _load_config_file(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise CliError(f"config file {path} does not exist") from err
+    except yaml.YAMLError as err:
+        raise CliError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise CliError(f"config file {path} must hold a mapping of run options")
+    return data
+
+
+def _run_config(args: argparse.Namespace, **fixed: Any):
+    from .training.run import RunConfig
+
+    values = _load_config_file(getattr(args, "config", None))
+    for key in ("method", "model", "tasks", "steps", "seed", "out"):
+        value = getattr(args, key, None)
+        if value is not None:
+            values[key] = value
+    values.update(fixed)
+    values = _apply_sets(values, getattr(args, "set", None) or [])
+    try:
+        cfg = RunConfig.from_dict(values)
+        cfg.validate()
+    except (TypeError, ValueError) as err:
+        raise CliError(str(err)) from err
+    return cfg
+
+
+def _check_out_dir(path: str) -> None:
+    p = Path(path)
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    import os
+
+    if not os.access(probe, os.W_OK) or (probe.exists() and not probe.is_dir()):
+        raise CliError(f"output directory {path} is not writable (choose another --out)")
+
+
+def _check_tasks(spec: str) -> None:
+    from .data import resolve_tasks
+
+    try:
+        resolve_tasks(spec)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training.run import train
+
+    cfg = _run_config(args)
+    _check_out_dir(cfg.out)
+    _check_tasks(cfg.tasks)
+    metrics = train(cfg, resume=args.resume, progress=not args.quiet)
+    print(format_metrics_table(metrics))
+    print(f"run directory: {cfg.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation.runs import evaluate_run
+
+    if bool(args.run_dir) == bool(args.base):
+        raise CliError("give either RUN_DIR or --base MODEL")
+    if args.run_dir and not (Path(args.run_dir) / "run_config.json").is_file():
+        raise CliError(f"{args.run_dir} is not a run directory (no run_config.json)")
+    if args.tasks:
+        _check_tasks(args.tasks)
+    result = evaluate_run(
+        run_dir=args.run_dir,
+        base_model=args.base,
+        tasks=args.tasks,
+        split=args.split,
+        max_eval=args.max_eval,
+        task_type=args.task_type,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluation.compare import run_compare
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise CliError(f"--methods must be a comma list of {list(METHODS)}, got {args.methods!r}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError as err:
+        raise CliError(f"--seeds must be a comma list of integers, got {args.seeds!r}") from err
+    base_cfg = _run_config(args, method=methods[0], out=str(Path(args.out) / "runs"))
+    _check_out_dir(args.out)
+    _check_tasks(base_cfg.tasks)
+    report = run_compare(base_cfg, methods, seeds, Path(args.out), budget_params=args.budget_params)
+    print(report)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis.figures import analyze_run
+
+    if not (Path(args.run_dir) / "run_config.json").is_file():
+        raise CliError(f"{args.run_dir} is not a run directory (no run_config.json)")
+    paths = analyze_run(Path(args.run_dir), max_examples=args.max_examples)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .training.run import RunConfig, train
+
+    cfg = RunConfig(
+        method="fouriermoe",
+        model="smollm2-135m",
+        tasks="suite:core",
+        out=args.out,
+        steps=args.steps,
+        seed=0,
+        target_modules=["q_proj", "v_proj"],
+        max_train=200,
+        max_eval=args.max_eval,
+        batch_size=8,
+        max_length=192,
+        logging_steps=10,
+        save_steps=max(args.steps, 1),
+    )
+    _check_out_dir(cfg.out)
+    t0 = time.time()
+    metrics = train(cfg, progress=not args.quiet)
+    print()
+    print(format_metrics_table(metrics))
+    print(f"\ntrainable parameters: {metrics['trainable_params']:,}; total time {time.time() - t0:.0f} s")
+    print(f"run directory: {cfg.out}")
+    return 0
+
+
+def format_metrics_table(metrics: dict[str, Any]) -> str:
+    """Per-task base vs tuned accuracy (acc / acc_norm / exact_match) as a markdown table."""
+    tuned = metrics.get("tuned", {}).get("tasks", {})
+    base = metrics.get("base", {}).get("tasks", {})
+    lines = ["| task | metric | base | tuned |", "|---|---|---|---|"]
+
+    def fmt(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    for task, m in tuned.items():
+        metric = "exact_match" if "exact_match" in m else "acc"
+        lines.append(f"| {task} | {metric} | {fmt(base.get(task, {}).get(metric))} | {fmt(m.get(metric))} |")
+    for metric in ("acc", "acc_norm", "exact_match"):
+        key = f"macro_{metric}"
+        if key in metrics.get("tuned", {}):
+            lines.append(
+                f"| **macro** | {metric} | {fmt(metrics.get('base', {}).get(key))} | {fmt(metrics['tuned'][key])} |"
+            )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_run_options(p: argparse.ArgumentParser, with_method: bool = True) -> None:
+    if with_method:
+        p.add_argument("--method", choices=METHODS, help="adapter to train (default fouriermoe)")
+    p.add_argument("--model", help="smollm2-135m (default), minilm-l6, a hub id or a local path")
+    p.add_argument("--tasks", help="task specs, e.g. suite:core or bigbench:social_iqa,gsm8k or jsonl:FILE")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 100)")
+    p.add_argument("--config", help="YAML file of run options (RunConfig fields)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a run option (e.g. lr=1e-3, batch_size=4) or a method option (adapter.n_frequency=500)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="spectral-moe", description="Spectral mixture-of-experts fine-tuning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="fine-tune one method on tasks and evaluate it")
+    _add_run_options(p)
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--out", help="run directory (default runs/run)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run directory or a base model")
+    p.add_argument("run_dir", nargs="?", help="a run directory written by train")
+    p.add_argument("--base", help="evaluate this base model without adaptation")
+    p.add_argument("--tasks", help="task specs (default: the run's tasks, or suite:core)")
+    p.add_argument("--split", choices=["validation", "test"], default="test")
+    p.add_argument("--max-eval", type=int, default=50, help="examples per task (default 50)")
+    p.add_argument("--task-type", choices=["causal_lm", "seq_cls"], default="causal_lm")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="train several methods and seeds; markdown table + bar chart")
+    p.add_argument("--methods", required=True, help=f"comma list of {', '.join(METHODS)}")
+    p.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
+    p.add_argument("--budget-params", type=int, help="match every method's trainable parameters to this")
+    p.add_argument("--out", required=True, help="results directory")
+    _add_run_options(p, with_method=False)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("analyze", help="figures of a run: expert load, orders, spectra, training curve")
+    p.add_argument("run_dir")
+    p.add_argument("--max-examples", type=int, default=20, help="examples per task for the load figures")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("demo", help="the README's main job: FourierMoE on smollm2-135m over suite:core")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--max-eval", type=int, default=20, help="test examples per task (default 20)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as err:
+        print(f"spectral-moe {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
+        print(f"spectral-moe {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["build_parser", "format_metrics_table", "main"]

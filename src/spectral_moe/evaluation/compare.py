@@ -1,0 +1,187 @@
+"""``spectral-moe compare``: several methods × seeds in one harness, a markdown table and figures.
+
+Budgets: with ``budget_params=P`` each method's size option (``n_frequency`` for FourierMoE and
+FourierFT, ``r`` for LoRA, MoE-LoRA and FRAME) is solved so its trainable parameter count, routers
+included, is as close to ``P`` as the option allows. Counts are exact: the adapter is built on a
+meta-device copy of the model (no weights are materialised), and the count is linear in the size
+option, so two builds give the solution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+SIZE_OPTION = {
+    "fouriermoe": "n_frequency",
+    "fourierft": "n_frequency",
+    "lora": "r",
+    "moelora": "r",
+    "frame": "r",
+}
+
+
+def count_trainable(model_name: str, method: str, targets: list[str], task_type: str, **adapter: Any) -> int:
+    """Trainable parameters of ``method`` on ``model_name`` (built on the meta device)."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from ..models import resolve_model_path
+    from ..training.methods import build_peft_config
+
+    config = AutoConfig.from_pretrained(resolve_model_path(model_name))
+    auto = AutoModelForCausalLM if task_type == "causal_lm" else AutoModelForSequenceClassification
+    with torch.device("meta"):
+        model = auto.from_config(config)
+    peft_model = get_peft_model(model, build_peft_config(method, targets, task_type, **adapter))
+    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+
+
+def solve_budget(
+    model_name: str, method: str, targets: list[str], task_type: str, budget: int, **adapter: Any
+) -> dict:
+    """Adapter options with the size option set so the trainable count is nearest ``budget``."""
+    key = SIZE_OPTION[method]
+    c1 = count_trainable(model_name, method, targets, task_type, **{**adapter, key: 1})
+    c2 = count_trainable(model_name, method, targets, task_type, **{**adapter, key: 2})
+    slope = c2 - c1
+    size = max(1, round(1 + (budget - c1) / slope))
+    return {**adapter, key: size}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _metric_of(task_metrics: dict) -> str:
+    return "exact_match" if "exact_match" in task_metrics else "acc"
+
+
+def run_compare(
+    base_cfg, methods: list[str], seeds: list[int], out: Path, budget_params: int | None = None
+) -> str:
+    """Train every (method, seed), write ``results.md``, ``results.json`` and figures; return the markdown."""
+    from ..training.run import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict]] = {}
+    options: dict[str, dict] = {}
+    base_metrics = None
+    for method in methods:
+        adapter = dict(base_cfg.adapter) if method == base_cfg.method else {}
+        if budget_params:
+            adapter = solve_budget(
+                base_cfg.model, method, base_cfg.target_modules, base_cfg.task_type, budget_params, **adapter
+            )
+        options[method] = adapter
+        for seed in seeds:
+            cfg = dataclasses.replace(
+                base_cfg,
+                method=method,
+                seed=seed,
+                adapter=adapter,
+                out=str(out / "runs" / f"{method}-s{seed}"),
+                eval_base=base_metrics is None,
+            )
+            metrics = train(cfg, progress=False)
+            if base_metrics is None:
+                base_metrics = metrics.get("base")
+            runs.setdefault(method, []).append(metrics)
+    table = summarize(runs, base_metrics, options)
+    (out / "results.json").write_text(
+        json.dumps({"runs": runs, "base": base_metrics, "options": options}, indent=2)
+    )
+    figures = plot_compare(runs, base_metrics, out / "figures")
+    md = "\n".join(
+        [
+            f"# compare: {', '.join(methods)} (seeds {', '.join(map(str, seeds))})",
+            "",
+            f"Model `{base_cfg.model}`, tasks `{base_cfg.tasks}`, {base_cfg.steps} steps, split `{base_cfg.eval_split}`.",
+            "",
+            table,
+            "",
+            *[f"![{p.stem}](figures/{p.name})" for p in figures],
+        ]
+    )
+    (out / "results.md").write_text(md + "\n")
+    return md
+
+
+def summarize(runs: dict[str, list[dict]], base: dict | None, options: dict[str, dict]) -> str:
+    """Markdown: one row per method, mean ± std over seeds per task, macro average, params, time."""
+    tasks = list(next(iter(runs.values()))[0]["tuned"]["tasks"]) if runs else []
+    head = ["method", "options", "params", *tasks, "macro", "train s", "tok/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if base:
+        cells = [f"{100 * base['tasks'][t][_metric_of(base['tasks'][t])]:.1f}" for t in tasks]
+        macro = base.get("macro_acc", base.get("macro_exact_match"))
+        lines.append("| base | - | 0 | " + " | ".join(cells) + f" | {100 * macro:.1f} | - | - |")
+    for method, results in runs.items():
+        cells = []
+        for t in tasks:
+            vals = [r["tuned"]["tasks"][t][_metric_of(r["tuned"]["tasks"][t])] for r in results]
+            m, s = _mean_std(vals)
+            cells.append(f"{100 * m:.1f} ± {100 * s:.1f}")
+        macro_vals = [r["tuned"].get("macro_acc", r["tuned"].get("macro_exact_match")) for r in results]
+        m, s = _mean_std(macro_vals)
+        t_mean, _ = _mean_std([r["train"]["train_seconds"] for r in results])
+        tok = [
+            r["train"]["train_tokens_per_second"] for r in results if r["train"]["train_tokens_per_second"]
+        ]
+        tok_mean, _ = _mean_std(tok)
+        opts = ", ".join(f"{k}={v}" for k, v in options.get(method, {}).items()) or "defaults"
+        lines.append(
+            f"| {method} | {opts} | {results[0]['trainable_params']:,} | "
+            + " | ".join(cells)
+            + f" | {100 * m:.1f} ± {100 * s:.1f} | {t_mean:.0f} | {tok_mean:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_compare(runs: dict[str, list[dict]], base: dict | None, folder: Path) -> list[Path]:
+    """Bar chart of macro accuracy per method (± std) and accuracy vs trainable parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names, means, stds, params = [], [], [], []
+    for method, results in runs.items():
+        vals = [r["tuned"].get("macro_acc", r["tuned"].get("macro_exact_match")) for r in results]
+        m, s = _mean_std(vals)
+        names.append(method)
+        means.append(100 * m)
+        stds.append(100 * s)
+        params.append(results[0]["trainable_params"])
+    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.5))
+    ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue")
+    if base:
+        ax.axhline(
+            100 * base.get("macro_acc", base.get("macro_exact_match", 0)), color="gray", ls="--", label="base"
+        )
+        ax.legend()
+    ax.set_ylabel("macro accuracy (%)")
+    ax.set_title("accuracy by method (mean ± std over seeds)")
+    fig.tight_layout()
+    bar = folder / "accuracy_by_method.png"
+    fig.savefig(bar, dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for n, m, s, p in zip(names, means, stds, params):
+        ax.errorbar([p], [m], yerr=[s], fmt="o", capsize=3, label=n)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("macro accuracy (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    scatter = folder / "accuracy_vs_params.png"
+    fig.savefig(scatter, dpi=120)
+    plt.close(fig)
+    return [bar, scatter]

@@ -1,0 +1,62 @@
+"""Evaluate a saved run (its adapter on its base model) or a base model without adaptation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def num_labels_for(task_data) -> int:
+    """Classification head size for encoder runs: the most choices any training example has."""
+    return max((len(ex.choices) for t in task_data for ex in t.train), default=2)
+
+
+def load_run_model(run_dir: str | Path, num_labels: int | None = None):
+    """``(peft_model, tokenizer, run_config_dict)`` of a run directory, in eval mode."""
+    from peft import PeftModel
+
+    from .. import _peft_registry  # noqa: F401  (spectral-moe methods registered before peft loads)
+    from ..models import load_model
+
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / "run_config.json").read_text())
+    task_type = cfg.get("task_type", "causal_lm")
+    base, tokenizer = load_model(
+        cfg["model"], task_type, num_labels=num_labels if task_type == "seq_cls" else None
+    )
+    model = PeftModel.from_pretrained(base, run_dir / "adapter")
+    model.eval()
+    return model, tokenizer, cfg
+
+
+def evaluate_run(
+    run_dir: str | Path | None = None,
+    base_model: str | None = None,
+    tasks: str | None = None,
+    split: str = "test",
+    max_eval: int | None = 50,
+    task_type: str = "causal_lm",
+) -> dict[str, Any]:
+    """Metrics of a run's tuned model (``run_dir``) or of ``base_model`` on ``tasks`` / ``split``."""
+    from ..data import load_tasks
+    from ..models import load_model
+    from ..training.run import evaluate_tasks
+
+    max_train = None
+    if run_dir is not None:
+        cfg = json.loads((Path(run_dir) / "run_config.json").read_text())
+        tasks = tasks or cfg["tasks"]
+        task_type = cfg.get("task_type", "causal_lm")
+        max_train = cfg.get("max_train")
+    tasks = tasks or "suite:core"
+    task_data = load_tasks(tasks, max_train=max_train, max_eval=max_eval, seed=0)
+    labels = num_labels_for(task_data) if task_type == "seq_cls" else None
+    if run_dir is not None:
+        model, tokenizer, _ = load_run_model(run_dir, num_labels=labels)
+    else:
+        model, tokenizer = load_model(base_model, task_type, num_labels=labels)
+    result = evaluate_tasks(model, tokenizer, task_data, split, task_type)
+    result["split"] = split
+    result["source"] = str(run_dir) if run_dir is not None else f"base:{base_model}"
+    return result

@@ -1,0 +1,57 @@
+"""The methods the harness compares, as peft configs built from one set of options.
+
+``fouriermoe``, ``frame``, ``moelora`` are spectral-moe's adapters; ``lora`` and ``fourierft`` come
+from peft itself. Every method adapts the same ``target_modules``; per-method options override the
+defaults below (``--set adapter.n_frequency=500`` on the command line).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peft import FourierFTConfig, LoraConfig, PeftConfig, TaskType
+
+from ..tuners.fouriermoe import FourierMoEConfig
+from ..tuners.frame import FrameConfig, MoELoraConfig
+
+METHODS = ("fouriermoe", "frame", "moelora", "lora", "fourierft")
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "fouriermoe": {"num_experts": 8, "top_k": 2, "n_frequency": 250, "scaling": 150.0},
+    "frame": {"num_experts": 8, "top_k": 2, "r": 4, "lora_alpha": 8.0, "transform": "weighted"},
+    "moelora": {"num_experts": 8, "top_k": 2, "r": 4, "lora_alpha": 8.0},
+    "lora": {"r": 8, "lora_alpha": 16},
+    "fourierft": {"n_frequency": 1000, "scaling": 150.0, "init_weights": True},
+}
+
+# Learning rates per parameter role (see spectral_moe.optim): spectra, like FourierFT's, want a far
+# larger step than LoRA factors.
+DEFAULT_LR = {"fouriermoe": 1e-3, "frame": 1e-3, "moelora": 1e-3, "lora": 1e-3, "fourierft": 5e-2}
+DEFAULT_SPECTRUM_LR = 5e-2
+DEFAULT_ORDER_LR = 1e-2
+
+_CLASSES = {
+    "fouriermoe": FourierMoEConfig,
+    "frame": FrameConfig,
+    "moelora": MoELoraConfig,
+    "lora": LoraConfig,
+    "fourierft": FourierFTConfig,
+}
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+
+
+def build_peft_config(
+    method: str, target_modules: list[str], task_type: str = "causal_lm", **overrides: Any
+) -> PeftConfig:
+    """The peft config of ``method`` on ``target_modules`` with ``DEFAULTS[method]`` updated by ``overrides``."""
+    check_method(method)
+    kwargs = {**DEFAULTS[method], **overrides}
+    peft_task = TaskType.CAUSAL_LM if task_type == "causal_lm" else TaskType.SEQ_CLS
+    try:
+        return _CLASSES[method](target_modules=list(target_modules), task_type=peft_task, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad option for method {method!r}: {err}") from err

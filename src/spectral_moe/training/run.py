@@ -1,0 +1,352 @@
+"""One training run: load model and tasks, adapt, train with ``transformers.Trainer``, evaluate, save.
+
+A run directory holds::
+
+    adapter/             the adapter in peft format (adapter_config.json + adapter_model.safetensors)
+    run_config.json      the resolved RunConfig
+    splits.json          every task's split sizes and how they were made
+    train_log.jsonl      loss, learning rate, router load per layer and expert, FRAME orders
+    metrics.json         per-task metrics of the base model and the tuned model, macro averages
+    checkpoints/         Trainer checkpoints (for --resume)
+
+Causal LMs learn ``prompt + answer`` with the loss on the answer tokens only; encoders learn the
+choice index with a classification head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import get_peft_model
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from ..cache import atomic_write_json
+from ..data import TaskData, load_tasks, mix_tasks
+from ..data.types import Example
+from ..evaluation.runs import num_labels_for
+from ..evaluation.scoring import encode_pair, evaluate_task, macro_average
+from ..optim import create_optimizer
+from ..tuners.frame import FrameLayer
+from ..tuners.moe_common import RoutedLayerMixin
+from .methods import DEFAULT_LR, DEFAULT_ORDER_LR, DEFAULT_SPECTRUM_LR, build_peft_config, check_method
+
+DEFAULT_TARGETS = ["q_proj", "v_proj"]
+ENCODER_TARGETS = ["query", "value"]
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved as ``run_config.json``."""
+
+    method: str = "fouriermoe"
+    model: str = "smollm2-135m"
+    tasks: str = "suite:core"
+    out: str = "runs/run"
+    steps: int = 100
+    seed: int = 0
+    task_type: str = "causal_lm"  # or "seq_cls" (encoders)
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    adapter: dict[str, Any] = field(default_factory=dict)  # method options (e.g. n_frequency)
+    lr: float | None = None  # None: the method's default
+    spectrum_lr: float | None = None
+    router_lr: float | None = None
+    order_lr: float | None = None
+    order_optimizer: str = "adam"
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    schedule: str = "cosine"  # or "linear", "constant"
+    warmup_ratio: float = 0.05
+    max_length: int = 256
+    max_train: int | None = 400  # per task
+    max_eval: int | None = 50  # per task and split
+    eval_split: str = "test"
+    mix_temperature: float = 2.0
+    logging_steps: int = 10
+    save_steps: int = 50
+    eval_base: bool = True
+    eval_batch_size: int = 16
+    report_to: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        check_method(self.method)
+        for name in ("steps", "batch_size", "grad_accum", "max_length", "logging_steps", "save_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(
+                f"schedule must be one of ['cosine', 'linear', 'constant'], got {self.schedule!r}"
+            )
+        if self.task_type not in ("causal_lm", "seq_cls"):
+            raise ValueError(f"task_type must be 'causal_lm' or 'seq_cls', got {self.task_type!r}")
+        if self.eval_split not in ("validation", "test"):
+            raise ValueError(f"eval_split must be 'validation' or 'test', got {self.eval_split!r}")
+        if not self.mix_temperature > 0:
+            raise ValueError(f"mix_temperature must be > 0, got {self.mix_temperature}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown run option(s) {unknown}; known options: {sorted(known)}")
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def causal_lm_features(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
+    """``input_ids`` of BOS + prompt + answer (+ EOS) and ``labels`` = -100 except on the answer."""
+    target = example.meta.get("completion", example.answer) if not example.choices else example.answer
+    ctx, cont = encode_pair(tokenizer, example.input, target)
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    prompt = bos + ctx
+    answer = cont + eos
+    ids = (prompt + answer)[-max_length:]
+    n_answer = min(len(answer), len(ids))
+    labels = [-100] * (len(ids) - n_answer) + ids[len(ids) - n_answer :]
+    return {"input_ids": ids, "labels": labels}
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+class PadCollator:
+    """Right-pads ``input_ids`` (pad id), ``labels`` (-100) and builds ``attention_mask``."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        batch = {
+            "input_ids": torch.full((len(rows), width), self.pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
+        }
+        if "labels" in rows[0] and isinstance(rows[0]["labels"], list):
+            batch["labels"] = torch.full((len(rows), width), -100, dtype=torch.long)
+        elif "labels" in rows[0]:
+            batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            batch["input_ids"][i, :n] = torch.tensor(r["input_ids"])
+            batch["attention_mask"][i, :n] = 1
+            if isinstance(r.get("labels"), list):
+                batch["labels"][i, :n] = torch.tensor(r["labels"])
+        return batch
+
+
+def seq_cls_features(tokenizer, example: Example, max_length: int) -> dict:
+    ids = tokenizer(example.input, truncation=True, max_length=max_length)["input_ids"]
+    return {"input_ids": ids, "labels": example.label}
+
+
+# --------------------------------------------------------------------------------------------
+# logging
+# --------------------------------------------------------------------------------------------
+def router_snapshot(model: torch.nn.Module) -> dict[str, Any]:
+    """Per adapted layer: expert dispatch fraction and mean probability; FRAME orders."""
+    load, orders = {}, {}
+    for name, module in model.named_modules():
+        if isinstance(module, RoutedLayerMixin):
+            short = name.removeprefix("base_model.model.")
+            for adapter, stats in module.router_stats.items():
+                load[short] = {k: [round(v, 5) for v in t.tolist()] for k, t in stats.items()}
+                if isinstance(module, FrameLayer):
+                    orders[short] = [round(v, 5) for v in module.frame_orders(adapter).detach().tolist()]
+    return {"router_load": load, "orders": orders} if load else {}
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends every Trainer log (loss, lr, aux loss) plus router load and orders to ``train_log.jsonl``."""
+
+    def __init__(self, path: Path, model: torch.nn.Module) -> None:
+        self.path = path
+        self.model = model
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "time": round(time.time(), 3), **logs}
+        aux = getattr(self.model, "get_router_aux_loss", None)
+        if callable(aux):
+            value = aux()
+            if value is not None:
+                record["router_aux_loss"] = round(float(value), 6)
+        record.update(router_snapshot(self.model))
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------
+def load_run_tasks(cfg: RunConfig) -> list[TaskData]:
+    return load_tasks(cfg.tasks, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=0)
+
+
+def evaluate_tasks(
+    model, tokenizer, tasks: list[TaskData], split: str, task_type: str, batch_size: int = 16
+) -> dict[str, Any]:
+    """Per-task metrics on ``split`` and their macro averages."""
+    per_task = {}
+    for task in tasks:
+        examples = getattr(task, split)
+        if task_type == "seq_cls":
+            per_task[task.name] = evaluate_classifier(model, tokenizer, examples)
+        else:
+            per_task[task.name] = evaluate_task(model, tokenizer, examples, task.kind, batch_size=batch_size)
+    summary = {"tasks": per_task}
+    for metric in ("acc", "acc_norm", "exact_match"):
+        value = macro_average(per_task, metric)
+        if value is not None:
+            summary[f"macro_{metric}"] = value
+    return summary
+
+
+@torch.no_grad()
+def evaluate_classifier(model, tokenizer, examples: list[Example], batch_size: int = 32) -> dict[str, float]:
+    was = model.training
+    model.eval()
+    hits = 0
+    collate = PadCollator(tokenizer.pad_token_id)
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        batch = collate([seq_cls_features(tokenizer, ex, 512) for ex in chunk])
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        hits += int((logits.argmax(-1) == batch["labels"]).sum())
+    model.train(was)
+    return {"acc": hits / max(len(examples), 1), "n": len(examples)}
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    if not ckpt_dir.is_dir():
+        return None
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+
+
+def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=print) -> dict[str, Any]:
+    """Run ``cfg`` end to end; returns the metrics also written to ``metrics.json``."""
+    from ..models import load_model
+
+    cfg.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"output directory {out} is not writable")
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    tasks = load_run_tasks(cfg)
+    atomic_write_json(out / "splits.json", {t.name: t.describe() for t in tasks})
+    num_labels = num_labels_for(tasks)
+    model, tokenizer = load_model(
+        cfg.model, cfg.task_type, num_labels=num_labels if cfg.task_type == "seq_cls" else None
+    )
+    atomic_write_json(out / "run_config.json", dataclasses.asdict(cfg))
+
+    metrics: dict[str, Any] = {"method": cfg.method, "model": cfg.model, "seed": cfg.seed}
+    if cfg.eval_base:
+        log(f"evaluating the base model on {len(tasks)} task(s) ({cfg.eval_split} split)")
+        metrics["base"] = evaluate_tasks(
+            model, tokenizer, tasks, cfg.eval_split, cfg.task_type, cfg.eval_batch_size
+        )
+
+    targets = cfg.target_modules
+    peft_config = build_peft_config(cfg.method, targets, cfg.task_type, **cfg.adapter)
+    if cfg.task_type == "seq_cls":
+        peft_config.modules_to_save = ["classifier"]
+    model = get_peft_model(model, peft_config)
+    metrics["trainable_params"] = trainable_parameters(model)
+    log(f"{cfg.method}: {metrics['trainable_params']:,} trainable parameters")
+
+    features = causal_lm_features if cfg.task_type == "causal_lm" else seq_cls_features
+    num_samples = cfg.steps * cfg.batch_size * cfg.grad_accum
+    stream = mix_tasks(tasks, cfg.mix_temperature, num_samples, cfg.seed)
+    train_rows = ListDataset([features(tokenizer, ex, cfg.max_length) for ex in stream])
+
+    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
+    has_spectrum = cfg.method == "fouriermoe"
+    optimizer = create_optimizer(
+        model,
+        lr,
+        order_lr=cfg.order_lr if cfg.order_lr is not None else DEFAULT_ORDER_LR,
+        order_optimizer=cfg.order_optimizer,
+        weight_decay=cfg.weight_decay,
+        spectrum_lr=cfg.spectrum_lr
+        if cfg.spectrum_lr is not None
+        else (DEFAULT_SPECTRUM_LR if has_spectrum else lr),
+        router_lr=cfg.router_lr,
+    )
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=lr,
+        lr_scheduler_type=cfg.schedule,
+        warmup_steps=math.ceil(cfg.warmup_ratio * cfg.steps),
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        report_to=cfg.report_to,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        optimizers=(optimizer, None),
+        callbacks=[JsonlLogCallback(out / "train_log.jsonl", model)],
+    )
+    checkpoint = _last_checkpoint(out / "checkpoints") if resume else None
+    if resume and checkpoint is None:
+        log(f"no checkpoint under {out / 'checkpoints'}; starting from step 0")
+    t_train = time.time()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    train_time = time.time() - t_train
+    model.save_pretrained(out / "adapter")
+    tokens = sum(len(r["input_ids"]) for r in train_rows.rows)
+    metrics["train"] = {
+        "steps": cfg.steps,
+        "train_loss": result.training_loss,
+        "train_seconds": round(train_time, 2),
+        "train_tokens_per_second": round(tokens / max(train_time, 1e-9), 1) if not checkpoint else None,
+    }
+    log(f"evaluating the tuned model ({cfg.eval_split} split)")
+    t_eval = time.time()
+    metrics["tuned"] = evaluate_tasks(
+        model, tokenizer, tasks, cfg.eval_split, cfg.task_type, cfg.eval_batch_size
+    )
+    metrics["eval_seconds"] = round(time.time() - t_eval, 2)
+    metrics["total_seconds"] = round(time.time() - t0, 2)
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
