@@ -76,13 +76,13 @@ def _run_config(args: argparse.Namespace, **fixed: Any):
 
 
 def _check_out_dir(path: str) -> None:
-    p = Path(path)
-    probe = p
-    while not probe.exists():
-        probe = probe.parent
+    """The nearest existing ancestor must be a writable directory."""
     import os
 
-    if not os.access(probe, os.W_OK) or (probe.exists() and not probe.is_dir()):
+    probe = Path(path).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise CliError(f"output directory {path} is not writable (choose another --out)")
 
 

@@ -1,0 +1,181 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spectral_moe.cli import main
+from tests.helpers import save_tiny_llama, write_jsonl_task
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return save_tiny_llama(root / "model"), write_jsonl_task(root / "task.jsonl", n=60)
+
+
+def _train(tiny, out, *extra):
+    model, task = tiny
+    return main(
+        [
+            "train",
+            "--model",
+            model,
+            "--tasks",
+            f"jsonl:{task}",
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "logging_steps=2",
+            "--set",
+            "batch_size=4",
+            "--set",
+            "adapter.num_experts=4",
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.parametrize("method,option", [("fouriermoe", "adapter.n_frequency=8"), ("frame", "adapter.r=2")])
+def test_train_eval_analyze_end_to_end(tiny, tmp_path, capsys, method, option):
+    out = tmp_path / "run"
+    assert _train(tiny, out, "--method", method, "--steps", "6", "--set", option) == 0
+    for name in ("run_config.json", "metrics.json", "train_log.jsonl", "splits.json"):
+        assert (out / name).is_file(), name
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (
+        metrics["trainable_params"] > 0 and "macro_acc" in metrics["tuned"] and "macro_acc" in metrics["base"]
+    )
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [r for r in log if "loss" in r]
+    assert losses and losses[0]["router_load"]
+    if method == "frame":
+        assert losses[0]["orders"]
+    splits = json.loads((out / "splits.json").read_text())
+    assert sum(next(iter(splits.values()))["split_sizes"].values()) > 0
+    capsys.readouterr()
+
+    assert main(["eval", str(out), "--split", "test"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    task = next(iter(metrics["tuned"]["tasks"]))
+    assert (
+        result["tasks"][task]["acc"] == metrics["tuned"]["tasks"][task]["acc"]
+    )  # reloaded adapter, same numbers
+
+    assert main(["analyze", str(out)]) == 0
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {
+        "training_curve.png",
+        "expert_load_per_task.png",
+        "expert_load_per_layer.png",
+        "weight_psd.png",
+    } <= figures
+    assert ("orders.png" if method == "frame" else "coefficient_magnitude.png") in figures
+
+
+def test_resume_continues_from_last_checkpoint(tiny, tmp_path):
+    out = tmp_path / "run"
+    assert _train(tiny, out, "--steps", "4", "--set", "save_steps=2", "--set", "adapter.n_frequency=8") == 0
+    assert (out / "checkpoints" / "checkpoint-4").is_dir()
+    assert (
+        _train(
+            tiny, out, "--steps", "6", "--set", "save_steps=2", "--set", "adapter.n_frequency=8", "--resume"
+        )
+        == 0
+    )
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    # a restart from step 0 would log steps 2, 4 again; a resumed run logs only step 6 after the first run
+    assert [r["step"] for r in records if "loss" in r] == [2, 4, 6]
+
+
+def test_compare_writes_table_and_chart(tiny, tmp_path, capsys):
+    model, task = tiny
+    out = tmp_path / "cmp"
+    rc = main(
+        [
+            "compare",
+            "--methods",
+            "lora,moelora",
+            "--seeds",
+            "0,1",
+            "--model",
+            model,
+            "--tasks",
+            f"jsonl:{task}",
+            "--steps",
+            "2",
+            "--budget-params",
+            "3000",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    md = (out / "results.md").read_text()
+    assert "| lora |" in md and "| moelora |" in md and "| base |" in md
+    assert (out / "figures" / "accuracy_by_method.png").is_file()
+    results = json.loads((out / "results.json").read_text())
+    params = {m: r[0]["trainable_params"] for m, r in results["runs"].items()}
+    assert all(abs(p - 3000) / 3000 < 0.5 for p in params.values()), params
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["train", "--method", "dora"], "invalid choice"),
+        (["train", "--tasks", "nonsense_task", "--steps", "1"], "bigbench:"),
+        (["train", "--set", "batch_size"], "key=value"),
+        (["train", "--set", "not_an_option=1"], "unknown run option"),
+        (["train", "--steps", "0"], "steps must be a positive integer"),
+        (["compare", "--methods", "lora,nope", "--out", "x"], "--methods"),
+        (["eval"], "RUN_DIR or --base"),
+    ],
+)
+def test_bad_input_is_one_line_error(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) if needle == "invalid choice" else _noop():
+        rc = main(argv)
+        assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+class _noop:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_unwritable_output_directory(tiny, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    rc = _train(tiny, blocker / "run", "--steps", "1")
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "not writable" in err and err.count("\n") == 1
+    assert blocker.read_text() == "not a directory"
+
+
+def test_console_script_help():
+    exe = Path(sys.executable).with_name("spectral-moe")
+    res = subprocess.run([str(exe), "train", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0
+    for option in (
+        "--method",
+        "--model",
+        "--tasks",
+        "--steps",
+        "--seed",
+        "--out",
+        "--config",
+        "--set",
+        "--resume",
+    ):
+        assert option in res.stdout
