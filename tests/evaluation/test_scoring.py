@@ -78,3 +78,18 @@ def test_first_number():
     assert first_number("-7 apples") == "-7"
     assert first_number("5.0") == "5"
     assert first_number("none") is None
+
+
+def test_shared_context_choices_of_different_lengths_match_full_forward():
+    model, tok = _model_and_tok()
+    context = "Question: what is 2 plus 3? Answer:"
+    choices = [" 5", " yes or no", " 0123456789 abc"]
+    scores = continuation_logprobs(model, tok, [(context, c) for c in choices], batch_size=2)
+    for choice, (ll, n) in zip(choices, scores):
+        ctx, cont = encode_pair(tok, context, choice)
+        ids = [tok.bos_token_id] + ctx + cont
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+        manual = sum(logp[len(ids) - len(cont) + i - 1, t].item() for i, t in enumerate(cont))
+        assert n == len(cont)
+        assert math.isclose(ll, manual, rel_tol=1e-5, abs_tol=1e-5)

@@ -15,6 +15,7 @@ completion (commas removed) compared with the reference answer's number.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,35 +46,50 @@ def _prefix(tokenizer) -> list[int]:
 def continuation_logprobs(
     model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 16, max_length: int = 1024
 ) -> list[tuple[float, int]]:
-    """``(Σ log p(continuation | context), number of continuation tokens)`` for each pair."""
+    """``(Σ log p(continuation | context), number of continuation tokens)`` for each pair.
+
+    Pairs whose context tokens are equal (the choices of one question) share one forward pass of
+    the context: its KV cache is repeated over the continuations, which run as one batch. Contexts
+    longer than ``max_length`` keep their last tokens. ``batch_size`` caps the continuations per pass.
+    """
     device = next(model.parameters()).device
-    encoded = []
-    for context, continuation in pairs:
+    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    for i, (context, continuation) in enumerate(pairs):
         ctx, cont = encode_pair(tokenizer, context, continuation)
-        ids = (_prefix(tokenizer) + ctx + cont)[-max_length:]
-        encoded.append((ids, min(len(cont), len(ids) - 1)))
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))  # similar lengths together
-    results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+        ctx = (_prefix(tokenizer) + ctx)[-max_length:]
+        groups.setdefault(tuple(ctx), []).append((i, cont))
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        width = max(len(encoded[i][0]) for i in idx)
-        input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids = encoded[i][0]
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
-        for row, i in enumerate(idx):
-            ids, n_cont = encoded[i]
-            if n_cont == 0:
-                results[i] = (0.0, 0)
+    for ctx, members in groups.items():
+        out = model(input_ids=torch.tensor([ctx], device=device), use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's 1st token
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            width = max(len(c) for _, c in chunk)
+            if width == 0:
                 continue
-            targets = torch.tensor(ids[-n_cont:], device=logp.device)
-            positions = torch.arange(len(ids) - n_cont - 1, len(ids) - 1, device=logp.device)
-            results[i] = (logp[row, positions, targets].sum().item(), n_cont)
+            cont_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.ones((len(chunk), len(ctx) + width), dtype=torch.long)
+            for row, (_, c) in enumerate(chunk):
+                cont_ids[row, : len(c)] = torch.tensor(c, dtype=torch.long)
+                mask[row, len(ctx) + len(c) :] = 0
+            past = copy.deepcopy(out.past_key_values)
+            past.batch_repeat_interleave(len(chunk))
+            logits = model(
+                input_ids=cont_ids.to(device),
+                attention_mask=mask.to(device),
+                past_key_values=past,
+                use_cache=True,
+            ).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)  # position j predicts continuation token j+1
+            for row, (i, c) in enumerate(chunk):
+                if not c:
+                    continue
+                total = first[c[0]]
+                if len(c) > 1:
+                    nxt = torch.tensor(c[1:], device=logp.device)
+                    total = total + logp[row, torch.arange(len(c) - 1, device=logp.device), nxt].sum()
+                results[i] = (total.item(), len(c))
     return results
 
 
@@ -94,11 +110,11 @@ class ChoiceResult:
 
 
 def score_multiple_choice(
-    model, tokenizer, examples: Sequence[Example], batch_size: int = 16
+    model, tokenizer, examples: Sequence[Example], batch_size: int = 16, max_length: int = 1024
 ) -> tuple[dict[str, float], list[ChoiceResult]]:
     """``{"acc", "acc_norm", "n"}`` over ``examples`` and the per-example log-likelihoods."""
     pairs = [(ex.input, choice) for ex in examples for choice in ex.choices]
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size)
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
     out, k = [], 0
     for ex in examples:
         n = len(ex.choices)
@@ -164,7 +180,13 @@ def score_exact_match(
 
 
 def evaluate_task(
-    model, tokenizer, examples: Sequence[Example], kind: str, batch_size: int = 16, max_new_tokens: int = 32
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    kind: str,
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    max_length: int = 1024,
 ) -> dict[str, float]:
     """Metrics of one task: log-likelihood accuracy for multiple choice, exact match for free-form."""
     if not examples:
@@ -173,7 +195,7 @@ def evaluate_task(
     model.eval()
     try:
         if kind == "multiple_choice":
-            return score_multiple_choice(model, tokenizer, examples, batch_size)[0]
+            return score_multiple_choice(model, tokenizer, examples, batch_size, max_length)[0]
         if kind == "free_form":
             return score_exact_match(model, tokenizer, examples, max_new_tokens, max(batch_size // 2, 1))[0]
         raise ValueError(f"task kind must be 'multiple_choice' or 'free_form', got {kind!r}")

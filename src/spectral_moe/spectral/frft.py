@@ -308,9 +308,9 @@ def _chirp_core(y: torch.Tensor, y_hat: torch.Tensor, r: torch.Tensor, cdtype: t
     csc = (1.0 / torch.sin(phi))[..., None]
     chirp = _cexp(-math.pi * torch.remainder(tan_half * x2, 2.0)).to(cdtype)  # (..., 2d)
     kern = _cexp(math.pi * torch.remainder(csc * t2, 2.0)).to(cdtype)  # (..., 4d-1)
-    amp = (_cexp(0.5 * phi - 0.25 * math.pi) / torch.sqrt(torch.sin(phi)) / (2.0 * math.sqrt(d))).to(
-        cdtype
-    )[..., None]
+    amp = (_cexp(0.5 * phi - 0.25 * math.pi) / torch.sqrt(torch.sin(phi)) / (2.0 * math.sqrt(d))).to(cdtype)[
+        ..., None
+    ]
 
     u = y_up * chirp
     n_fft = 4 * d

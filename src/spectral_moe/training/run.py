@@ -190,7 +190,7 @@ class JsonlLogCallback(TrainerCallback):
         if callable(aux):
             value = aux()
             if value is not None:
-                record["router_aux_loss"] = round(float(value), 6)
+                record["router_aux_loss"] = round(float(value.detach()), 6)
         record.update(router_snapshot(self.model))
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -204,7 +204,13 @@ def load_run_tasks(cfg: RunConfig) -> list[TaskData]:
 
 
 def evaluate_tasks(
-    model, tokenizer, tasks: list[TaskData], split: str, task_type: str, batch_size: int = 16
+    model,
+    tokenizer,
+    tasks: list[TaskData],
+    split: str,
+    task_type: str,
+    batch_size: int = 16,
+    max_length: int = 1024,
 ) -> dict[str, Any]:
     """Per-task metrics on ``split`` and their macro averages."""
     per_task = {}
@@ -213,7 +219,9 @@ def evaluate_tasks(
         if task_type == "seq_cls":
             per_task[task.name] = evaluate_classifier(model, tokenizer, examples)
         else:
-            per_task[task.name] = evaluate_task(model, tokenizer, examples, task.kind, batch_size=batch_size)
+            per_task[task.name] = evaluate_task(
+                model, tokenizer, examples, task.kind, batch_size=batch_size, max_length=max_length
+            )
     summary = {"tasks": per_task}
     for metric in ("acc", "acc_norm", "exact_match"):
         value = macro_average(per_task, metric)
