@@ -9,7 +9,7 @@ Dense reference::
 
 Transform the factors, not the tokens (2·Z·r transforms per step, independent of T)::
 
-    Ã_z = A_z 𝓕^{a_z}_N        the r rows of A_z transformed (𝓕^a is symmetric)          [Z, r, N]
+    Ã_z = A_z 𝓕^{a_z}_N        the r rows of A_z transformed by (𝓕^a)ᵀ (= 𝓕^a but for chirp) [Z, r, N]
     B̃_z = 𝓕^{−a_z}_M B_z       the r columns of B_z transformed                         [Z, M, r]
     ΔW_z x = s · ( Re B̃_z · (Re Ã_z x) − Im B̃_z · (Im Ã_z x) )     (x real)
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .frft import frft, frft_matrix
+from .frft import frft, frft_matrix, frft_transpose
 
 
 def transformed_factors(
@@ -30,7 +30,7 @@ def transformed_factors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Real stacked factors ``A' [Z, 2r, N]`` and ``B' [Z, M, 2r]`` (module docstring)."""
     a = orders[:, None]  # one order per expert, broadcast over the r rows
-    a_t = frft(lora_a, a, dim=-1, method=method)  # Ã = A 𝓕^a
+    a_t = frft_transpose(lora_a, a, dim=-1, method=method)  # rows of Ã = A 𝓕^a are (𝓕^a)ᵀ A_iᵀ
     b_t = frft(lora_b.transpose(-1, -2), -a, dim=-1, method=method).transpose(-1, -2)  # B̃ = 𝓕^{−a} B
     a2 = torch.cat([a_t.real, a_t.imag], dim=-2).to(lora_a.dtype)
     b2 = torch.cat([b_t.real, -b_t.imag], dim=-1).to(lora_b.dtype)

@@ -40,7 +40,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["FRFT_METHODS", "FrftMethod", "frft", "frft_matrix"]
+__all__ = ["FRFT_METHODS", "FrftMethod", "frft", "frft_matrix", "frft_transpose"]
 
 FrftMethod = Literal["chirp", "hermite", "weighted"]
 FRFT_METHODS: tuple[str, ...] = ("chirp", "hermite", "weighted")
@@ -341,6 +341,58 @@ def _frft_chirp(x: torch.Tensor, a: torch.Tensor, cdtype: torch.dtype) -> torch.
     return torch.where(exact, y_hat + (core - core.detach()), core)
 
 
+def _chirp_core_transpose(z: torch.Tensor, r: torch.Tensor, cdtype: torch.dtype) -> torch.Tensor:
+    """``w`` with ``K(r)^T z = F w``, where ``_chirp_core(y, F y, r) = K(r) y``.
+
+    ``K = Dec·R·diag(amp·chirp)·C·diag(chirp)·R·G·Pad·F`` (steps 1-5 of ``_chirp_core``); every
+    stage is symmetric except the resampling ones, so ``K^T = F·Trunc·G·R·diag(chirp)·C·
+    diag(amp·chirp)·R·Stuff`` with ``Stuff`` = zero-stuffing (the transpose of taking every second
+    sample), ``Trunc`` the transpose of the zero-padding of the spectrum, ``R`` the roll by d on
+    length 2d (its own inverse and transpose), ``G = ifft_{2d}(·, norm="forward")/√d`` and the
+    kernel convolution ``C`` symmetric (the lag kernel is even). Returns ``w`` (..., d).
+    """
+    d = z.shape[-1]
+    x2, t2 = _chirp_grids(d, z.device)
+    half = d // 2
+    npos = d - half
+    s = torch.zeros(*z.shape[:-1], 2 * d, dtype=cdtype, device=z.device)
+    s = s.index_copy(-1, torch.arange(0, 2 * d, 2, device=z.device), z.to(cdtype))  # Stuff
+    s = torch.roll(s, d, -1)
+
+    phi = 0.5 * math.pi * r
+    tan_half = torch.tan(0.5 * phi)[..., None]
+    csc = (1.0 / torch.sin(phi))[..., None]
+    chirp = _cexp(-math.pi * torch.remainder(tan_half * x2, 2.0)).to(cdtype)
+    kern = _cexp(math.pi * torch.remainder(csc * t2, 2.0)).to(cdtype)
+    amp = (_cexp(0.5 * phi - 0.25 * math.pi) / torch.sqrt(torch.sin(phi)) / (2.0 * math.sqrt(d))).to(cdtype)[
+        ..., None
+    ]
+
+    u = amp * chirp * s
+    n_fft = 4 * d
+    g = torch.fft.ifft(torch.fft.fft(u, n=n_fft) * torch.fft.fft(kern, n=n_fft))
+    g = chirp * g[..., 2 * d - 1 : 4 * d - 1]
+    g = torch.roll(g, d, -1)
+    up = torch.fft.ifft(g, norm="forward") / math.sqrt(d)  # G^T = G (a symmetric DFT-type matrix)
+    return torch.cat([up[..., :npos], up[..., npos + d :]], dim=-1)  # Trunc = Pad^T
+
+
+def _frft_chirp_transpose(x: torch.Tensor, a: torch.Tensor, cdtype: torch.dtype) -> torch.Tensor:
+    """``M^T x`` for the chirp matrix ``M = K(r) F^k`` of ``_frft_chirp``: ``F^k K^T x = F^(k+1) w``.
+
+    The DFT powers are symmetric matrices, so at integer orders (``r == 1``) this is the same
+    exact ``F^(k+1) x`` as the forward transform.
+    """
+    ap = torch.remainder(a, 4.0)
+    k = torch.round(ap.detach() - 1.0)
+    r = ap - k
+    k1 = torch.remainder(k + 1.0, 4.0)
+    w = _chirp_core_transpose(x, r, cdtype)
+    core = _select_power(k1, _dft_powers(w))
+    exact = (r == 1.0)[..., None]
+    return torch.where(exact, _select_power(k1, _dft_powers(x)) + (core - core.detach()), core)
+
+
 _IMPLS = {"chirp": _frft_chirp, "hermite": _frft_hermite, "weighted": _frft_weighted}
 
 
@@ -394,6 +446,30 @@ def frft(
         xm = xm.to(cdtype)
     y = _IMPLS[method](xm, a, cdtype)
     return y.movedim(-1, dim_from_end)
+
+
+def frft_transpose(
+    x: torch.Tensor,
+    order: float | torch.Tensor,
+    dim: int = -1,
+    method: FrftMethod = "chirp",
+) -> torch.Tensor:
+    """``M^T x`` for the matrix ``M`` of ``frft(·, order, method)``; same arguments and shapes as ``frft``.
+
+    Applied to the rows of ``A`` it gives ``A M`` (``A 𝓕^a``), which FRAME needs for its factors.
+    ``hermite`` and ``weighted`` are symmetric (``M^T = M``), so this is ``frft``; ``chirp`` is not
+    (its 2x resampling is not self-transposed) and runs the transposed chain, still O(d log d).
+    """
+    if method != "chirp":
+        return frft(x, order, dim=dim, method=method)
+    _check_method(method)
+    d = x.shape[dim]
+    _check_size(d)
+    dim_from_end = (dim % x.ndim) - x.ndim
+    _, cdtype = _working_dtypes(x.dtype)
+    xm = x.movedim(dim_from_end, -1).to(cdtype)
+    a = _order_tensor(order, x.device)
+    return _frft_chirp_transpose(xm, a, cdtype).movedim(-1, dim_from_end)
 
 
 def frft_matrix(
