@@ -42,7 +42,13 @@ def _train(tiny, out, *extra):
 def test_train_eval_analyze_end_to_end(tiny, tmp_path, capsys, method, option):
     out = tmp_path / "run"
     assert _train(tiny, out, "--method", method, "--steps", "6", "--set", option) == 0
-    for name in ("run_config.json", "metrics.json", "train_log.jsonl", "splits.json"):
+    for name in (
+        "run_config.json",
+        "metrics.json",
+        "train_log.jsonl",
+        "splits.json",
+        "figures/training_curve.png",
+    ):
         assert (out / name).is_file(), name
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     metrics = json.loads((out / "metrics.json").read_text())

@@ -148,6 +148,15 @@ def test_zero_init_equals_base_model_exactly():
         assert torch.equal(model(ids).logits, ref)
 
 
+def test_only_adapter_parameters_are_trainable_gpt2():
+    model = get_peft_model(tiny_gpt2(), FourierMoEConfig(target_modules=["c_attn", "c_fc"], n_frequency=8))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    adapter = {n for n in trainable if "fouriermoe_" in n}
+    assert trainable == adapter and len(adapter) == 3 * 2 * 2
+    base = [p for n, p in model.named_parameters() if "fouriermoe_" not in n]
+    assert base and not any(p.requires_grad for p in base)
+
+
 def test_only_adapter_parameters_are_trainable():
     model = get_peft_model(tiny_llama(), FourierMoEConfig(target_modules=["q_proj", "v_proj"], n_frequency=8))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -205,15 +214,22 @@ def test_gpt2_conv1d_layers_satisfy_the_contract():
     assert _rel(layer(x) - layer.get_base_layer()(x), _contract_rhs(layer, x)) < 1e-5
 
 
-def test_trainer_lowers_loss_and_checkpoint_reloads(tmp_path):
+@pytest.mark.parametrize(
+    "factory,targets,scaling",
+    [
+        (tiny_llama, ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"], 300.0),
+        (tiny_gpt2, ["c_attn", "c_proj", "c_fc"], 30.0),
+    ],
+)
+def test_trainer_lowers_loss_and_checkpoint_reloads(tmp_path, factory, targets, scaling):
     model = get_peft_model(
-        tiny_llama(),
+        factory(),
         FourierMoEConfig(
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+            target_modules=targets,
             n_frequency=16,
             num_experts=4,
             top_k=2,
-            scaling=300.0,
+            scaling=scaling,
         ),
     )
     args = TrainingArguments(
@@ -236,7 +252,7 @@ def test_trainer_lowers_loss_and_checkpoint_reloads(tmp_path):
     ids = ToyLM(4, seed=9).ids
     with torch.no_grad():
         out = model(ids).logits
-    loaded = PeftModel.from_pretrained(tiny_llama(), tmp_path / "run" / "checkpoint-40")
+    loaded = PeftModel.from_pretrained(factory(), tmp_path / "run" / "checkpoint-40")
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, out)
 

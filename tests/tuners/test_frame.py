@@ -251,3 +251,24 @@ def test_frame_orders_shape_and_range():
     assert orders.shape == (5,)
     assert torch.allclose(orders, (torch.arange(5, dtype=torch.float64) + 0.5) / 5)
     assert isinstance(layer, FrameLayer)
+
+
+def test_disable_adapter_and_second_adapter():
+    base = tiny_llama()
+    ids = torch.randint(0, 64, (2, 8))
+    with torch.no_grad():
+        ref = base(ids).logits.clone()
+    model = get_peft_model(base, FrameConfig(target_modules=["q_proj"], r=2, num_experts=4))
+    model.add_adapter("moe_lora", MoELoraConfig(target_modules=["q_proj"], r=2, num_experts=2, top_k=1))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "frame_B" in n:
+                p.normal_(std=0.5)
+        first = model(ids).logits
+        with model.disable_adapter():
+            assert torch.equal(model(ids).logits, ref)
+        model.set_adapter("moe_lora")
+        second = model(ids).logits
+    assert not torch.allclose(first, ref) and not torch.allclose(second, first)
+    with pytest.raises(ValueError, match="routed experts depend on each token"):
+        model.merge_and_unload()

@@ -357,4 +357,8 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
     metrics["eval_seconds"] = round(time.time() - t_eval, 2)
     metrics["total_seconds"] = round(time.time() - t0, 2)
     atomic_write_json(out / "metrics.json", metrics)
+    from ..analysis.figures import plot_training_curve
+
+    (out / "figures").mkdir(exist_ok=True)
+    plot_training_curve(out / "train_log.jsonl", out / "figures")
     return metrics
