@@ -276,6 +276,30 @@ def _chirp_grids(d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tens
     return x2, t2
 
 
+def _chirp_factors(
+    d: int, r: torch.Tensor, x2: torch.Tensor, t2: torch.Tensor, cdtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Order-dependent factors for ``r`` (...): ``phi = r π/2``,
+    ``chirp = exp(-iπ tan(phi/2) x²)`` (..., 2d), ``kern = exp(iπ csc(phi) t²)`` (..., 4d-1),
+    ``amp = A_phi / (2√d)`` (..., 1) with ``A_phi = exp(-iπ/4 + i phi/2)/√sin(phi)``; float64
+    from ``r`` (gradients reach the order), cast to ``cdtype``."""
+    phi = 0.5 * math.pi * r
+    tan_half = torch.tan(0.5 * phi)[..., None]
+    csc = (1.0 / torch.sin(phi))[..., None]
+    chirp = _cexp(-math.pi * torch.remainder(tan_half * x2, 2.0)).to(cdtype)
+    kern = _cexp(math.pi * torch.remainder(csc * t2, 2.0)).to(cdtype)
+    amp = (_cexp(0.5 * phi - 0.25 * math.pi) / torch.sqrt(torch.sin(phi)) / (2.0 * math.sqrt(d))).to(cdtype)
+    return chirp, kern, amp[..., None]
+
+
+def _chirp_convolve(u: torch.Tensor, kern: torch.Tensor) -> torch.Tensor:
+    """Linear convolution of ``u`` (..., 2d) with the even lag kernel (..., 4d-1) by a length-4d
+    FFT; returns the 2d outputs at positions -d..d-1 (a symmetric Toeplitz matrix applied to u)."""
+    d = u.shape[-1] // 2
+    g = torch.fft.ifft(torch.fft.fft(u, n=4 * d) * torch.fft.fft(kern, n=4 * d))
+    return g[..., 2 * d - 1 : 4 * d - 1]
+
+
 def _chirp_core(y: torch.Tensor, y_hat: torch.Tensor, r: torch.Tensor, cdtype: torch.dtype) -> torch.Tensor:
     """Approximate ``F^r y`` for ``r`` in [0.5, 1.5] (float64, shape (...)); y, y_hat = F y: (..., d).
 
@@ -303,19 +327,8 @@ def _chirp_core(y: torch.Tensor, y_hat: torch.Tensor, r: torch.Tensor, cdtype: t
     y_up = torch.fft.ifft(spec, norm="forward") / math.sqrt(d)
     y_up = torch.roll(y_up, d, -1)  # centred: index i <-> sample position i - d
 
-    phi = 0.5 * math.pi * r  # (...)
-    tan_half = torch.tan(0.5 * phi)[..., None]
-    csc = (1.0 / torch.sin(phi))[..., None]
-    chirp = _cexp(-math.pi * torch.remainder(tan_half * x2, 2.0)).to(cdtype)  # (..., 2d)
-    kern = _cexp(math.pi * torch.remainder(csc * t2, 2.0)).to(cdtype)  # (..., 4d-1)
-    amp = (_cexp(0.5 * phi - 0.25 * math.pi) / torch.sqrt(torch.sin(phi)) / (2.0 * math.sqrt(d))).to(cdtype)[
-        ..., None
-    ]
-
-    u = y_up * chirp
-    n_fft = 4 * d
-    g = torch.fft.ifft(torch.fft.fft(u, n=n_fft) * torch.fft.fft(kern, n=n_fft))
-    g = g[..., 2 * d - 1 : 4 * d - 1]  # outputs at positions -d..d-1
+    chirp, kern, amp = _chirp_factors(d, r, x2, t2, cdtype)
+    g = _chirp_convolve(y_up * chirp, kern)  # outputs at positions -d..d-1
     out = amp * chirp * g
     return torch.roll(out, d, -1)[..., ::2]
 
@@ -359,19 +372,8 @@ def _chirp_core_transpose(z: torch.Tensor, r: torch.Tensor, cdtype: torch.dtype)
     s = s.index_copy(-1, torch.arange(0, 2 * d, 2, device=z.device), z.to(cdtype))  # Stuff
     s = torch.roll(s, d, -1)
 
-    phi = 0.5 * math.pi * r
-    tan_half = torch.tan(0.5 * phi)[..., None]
-    csc = (1.0 / torch.sin(phi))[..., None]
-    chirp = _cexp(-math.pi * torch.remainder(tan_half * x2, 2.0)).to(cdtype)
-    kern = _cexp(math.pi * torch.remainder(csc * t2, 2.0)).to(cdtype)
-    amp = (_cexp(0.5 * phi - 0.25 * math.pi) / torch.sqrt(torch.sin(phi)) / (2.0 * math.sqrt(d))).to(cdtype)[
-        ..., None
-    ]
-
-    u = amp * chirp * s
-    n_fft = 4 * d
-    g = torch.fft.ifft(torch.fft.fft(u, n=n_fft) * torch.fft.fft(kern, n=n_fft))
-    g = chirp * g[..., 2 * d - 1 : 4 * d - 1]
+    chirp, kern, amp = _chirp_factors(d, r, x2, t2, cdtype)
+    g = chirp * _chirp_convolve(amp * chirp * s, kern)
     g = torch.roll(g, d, -1)
     up = torch.fft.ifft(g, norm="forward") / math.sqrt(d)  # G^T = G (a symmetric DFT-type matrix)
     return torch.cat([up[..., :npos], up[..., npos + d :]], dim=-1)  # Trunc = Pad^T
