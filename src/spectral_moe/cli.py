@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="evaluate this base model without adaptation")
     p.add_argument("--tasks", help="task specs (default: the run's tasks, or suite:core)")
     p.add_argument("--split", choices=["validation", "test"], default="test")
-    p.add_argument("--max-eval", type=int, default=50, help="examples per task (default 50)")
+    p.add_argument("--max-eval", type=int, help="examples per task (default: the run's, else 50)")
     p.add_argument("--task-type", choices=["causal_lm", "seq_cls"], default="causal_lm")
     p.set_defaults(func=cmd_eval)
 

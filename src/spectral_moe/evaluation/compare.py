@@ -76,8 +76,13 @@ def run_compare(
     for method in methods:
         adapter = dict(base_cfg.adapter) if method == base_cfg.method else {}
         if budget_params:
+            from ..training.run import DEFAULT_TARGETS, ENCODER_TARGETS
+
+            targets = base_cfg.target_modules or (
+                DEFAULT_TARGETS if base_cfg.task_type == "causal_lm" else ENCODER_TARGETS
+            )
             adapter = solve_budget(
-                base_cfg.model, method, base_cfg.target_modules, base_cfg.task_type, budget_params, **adapter
+                base_cfg.model, method, targets, base_cfg.task_type, budget_params, **adapter
             )
         options[method] = adapter
         for seed in seeds:

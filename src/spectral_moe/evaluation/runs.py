@@ -35,10 +35,14 @@ def evaluate_run(
     base_model: str | None = None,
     tasks: str | None = None,
     split: str = "test",
-    max_eval: int | None = 50,
+    max_eval: int | None = None,
     task_type: str = "causal_lm",
 ) -> dict[str, Any]:
-    """Metrics of a run's tuned model (``run_dir``) or of ``base_model`` on ``tasks`` / ``split``."""
+    """Metrics of a run's tuned model (``run_dir``) or of ``base_model`` on ``tasks`` / ``split``.
+
+    For a run, tasks, caps and the task type default to the run's own (so the numbers reproduce
+    its ``metrics.json``); for a base model, ``suite:core`` with 50 examples per task.
+    """
     from ..data import load_tasks
     from ..models import load_model
     from ..training.run import evaluate_tasks
@@ -49,6 +53,9 @@ def evaluate_run(
         tasks = tasks or cfg["tasks"]
         task_type = cfg.get("task_type", "causal_lm")
         max_train = cfg.get("max_train")
+        max_eval = max_eval if max_eval is not None else cfg.get("max_eval")
+    elif max_eval is None:
+        max_eval = 50
     tasks = tasks or "suite:core"
     task_data = load_tasks(tasks, max_train=max_train, max_eval=max_eval, seed=0)
     labels = num_labels_for(task_data) if task_type == "seq_cls" else None

@@ -53,7 +53,7 @@ class RunConfig:
     steps: int = 100
     seed: int = 0
     task_type: str = "causal_lm"  # or "seq_cls" (encoders)
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    target_modules: list[str] | None = None  # None: q_proj,v_proj (causal LMs) or query,value (encoders)
     adapter: dict[str, Any] = field(default_factory=dict)  # method options (e.g. n_frequency)
     lr: float | None = None  # None: the method's default
     spectrum_lr: float | None = None
@@ -282,10 +282,10 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
             model, tokenizer, tasks, cfg.eval_split, cfg.task_type, cfg.eval_batch_size
         )
 
-    targets = cfg.target_modules
+    targets = cfg.target_modules or (DEFAULT_TARGETS if cfg.task_type == "causal_lm" else ENCODER_TARGETS)
     peft_config = build_peft_config(cfg.method, targets, cfg.task_type, **cfg.adapter)
     if cfg.task_type == "seq_cls":
-        peft_config.modules_to_save = ["classifier"]
+        peft_config.modules_to_save = ["classifier", "score"]  # the new head (BERT-style, Llama-style)
     model = get_peft_model(model, peft_config)
     metrics["trainable_params"] = trainable_parameters(model)
     log(f"{cfg.method}: {metrics['trainable_params']:,} trainable parameters")
