@@ -57,9 +57,10 @@ def test_train_eval_analyze_end_to_end(tiny, tmp_path, capsys, method, option):
     )
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     losses = [r for r in log if "loss" in r]
-    assert losses and losses[0]["router_load"]
+    assert losses and losses[0]["router_load"] and "router_aux_loss" in losses[0]
+    assert sum(losses[0][f"router_load/expert_{z}"] for z in range(4)) == pytest.approx(1.0, abs=1e-3)
     if method == "frame":
-        assert losses[0]["orders"]
+        assert losses[0]["orders"] and "order/expert_0" in losses[0]
     splits = json.loads((out / "splits.json").read_text())
     assert sum(next(iter(splits.values()))["split_sizes"].values()) > 0
     capsys.readouterr()

@@ -175,8 +175,35 @@ def router_snapshot(model: torch.nn.Module) -> dict[str, Any]:
     return {"router_load": load, "orders": orders} if load else {}
 
 
+def router_scalars(model: torch.nn.Module) -> dict[str, float]:
+    """Scalars for ``report_to`` integrations: aux loss, dispatch fraction per expert (mean over
+    layers) and the mean FRAME order per expert."""
+    out: dict[str, float] = {}
+    aux = getattr(model, "get_router_aux_loss", None)
+    value = aux() if callable(aux) else None
+    if value is not None:
+        out["router_aux_loss"] = round(float(value.detach()), 6)
+    snap = router_snapshot(model)
+    for key, field_name in (("router_load", "dispatch_fraction"), ("orders", None)):
+        rows = [v[field_name] if field_name else v for v in snap.get(key, {}).values()]
+        if rows:
+            mean = torch.tensor(rows).mean(0).tolist()
+            prefix = "router_load" if field_name else "order"
+            out.update({f"{prefix}/expert_{z}": round(v, 5) for z, v in enumerate(mean)})
+    return out
+
+
+class SpectralTrainer(Trainer):
+    """``Trainer`` whose logs carry the router scalars, so every ``report_to`` integration sees them."""
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs:
+            logs = {**logs, **router_scalars(self.model)}
+        super().log(logs, *args, **kwargs)
+
+
 class JsonlLogCallback(TrainerCallback):
-    """Appends every Trainer log (loss, lr, aux loss) plus router load and orders to ``train_log.jsonl``."""
+    """Appends every Trainer log plus per-layer router load and FRAME orders to ``train_log.jsonl``."""
 
     def __init__(self, path: Path, model: torch.nn.Module) -> None:
         self.path = path
@@ -186,12 +213,8 @@ class JsonlLogCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         record = {"step": state.global_step, "time": round(time.time(), 3), **logs}
-        aux = getattr(self.model, "get_router_aux_loss", None)
-        if callable(aux):
-            value = aux()
-            if value is not None:
-                record["router_aux_loss"] = round(float(value.detach()), 6)
-        record.update(router_snapshot(self.model))
+        if "loss" in logs:
+            record.update(router_snapshot(self.model))
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -327,7 +350,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
         dataloader_num_workers=0,
         remove_unused_columns=False,
     )
-    trainer = Trainer(
+    trainer = SpectralTrainer(
         model=model,
         args=args,
         train_dataset=train_rows,
