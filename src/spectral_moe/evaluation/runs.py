@@ -7,9 +7,24 @@ from pathlib import Path
 from typing import Any
 
 
+def head_layout(task_data) -> dict[str, tuple[int, int]]:
+    """Encoder heads: ``{task: (offset, size)}``, one block of classifier outputs per task.
+
+    The shared classifier has ``Σ_t size_t`` outputs; task ``t`` owns outputs
+    ``[offset_t, offset_t + size_t)`` (``size_t`` = its most choices), so each task has its own head
+    on the shared encoder and a single task is the plain classifier.
+    """
+    layout, offset = {}, 0
+    for task in task_data:
+        size = max((len(ex.choices) for ex in (*task.train, *task.validation, *task.test)), default=2)
+        layout[task.name] = (offset, size)
+        offset += size
+    return layout
+
+
 def num_labels_for(task_data) -> int:
-    """Classification head size for encoder runs: the most choices any training example has."""
-    return max((len(ex.choices) for t in task_data for ex in t.train), default=2)
+    """Classifier outputs of an encoder run: the sum of the per-task head sizes."""
+    return sum(size for _, size in head_layout(task_data).values())
 
 
 def load_run_model(run_dir: str | Path, num_labels: int | None = None):

@@ -31,7 +31,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from ..cache import atomic_write_json
 from ..data import TaskData, load_tasks, mix_tasks
 from ..data.types import Example
-from ..evaluation.runs import num_labels_for
+from ..evaluation.runs import head_layout, num_labels_for
 from ..evaluation.scoring import encode_pair, evaluate_task, macro_average
 from ..optim import create_optimizer
 from ..tuners.frame import FrameLayer
@@ -141,6 +141,8 @@ class PadCollator:
             "input_ids": torch.full((len(rows), width), self.pad_id, dtype=torch.long),
             "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
         }
+        if "head" in rows[0]:
+            batch["heads"] = torch.tensor([r["head"] for r in rows], dtype=torch.long)
         if "labels" in rows[0] and isinstance(rows[0]["labels"], list):
             batch["labels"] = torch.full((len(rows), width), -100, dtype=torch.long)
         elif "labels" in rows[0]:
@@ -154,9 +156,21 @@ class PadCollator:
         return batch
 
 
-def seq_cls_features(tokenizer, example: Example, max_length: int) -> dict:
+def seq_cls_features(tokenizer, example: Example, max_length: int, head: tuple[int, int] = (0, 0)) -> dict:
+    """Encoder features: ``labels = offset + choice index`` in the task's head ``(offset, size)``."""
     ids = tokenizer(example.input, truncation=True, max_length=max_length)["input_ids"]
-    return {"input_ids": ids, "labels": example.label}
+    offset, size = head
+    return {
+        "input_ids": ids,
+        "labels": offset + example.label,
+        "head": (offset, size or len(example.choices)),
+    }
+
+
+def head_mask(heads: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """``[B, num_labels]`` bool: True on each example's own head ``[offset, offset + size)``."""
+    cols = torch.arange(num_labels, device=heads.device)
+    return (cols >= heads[:, :1]) & (cols < heads[:, :1] + heads[:, 1:])
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +208,23 @@ def router_scalars(model: torch.nn.Module) -> dict[str, float]:
 
 
 class SpectralTrainer(Trainer):
-    """``Trainer`` whose logs carry the router scalars, so every ``report_to`` integration sees them."""
+    """``Trainer`` whose logs carry the router scalars (so every ``report_to`` integration sees them)
+    and whose encoder loss is a cross-entropy within each example's task head."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "heads" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        heads, labels = inputs.pop("heads"), inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits.float().masked_fill(
+            ~head_mask(heads, outputs.logits.shape[-1]), float("-inf")
+        )
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        extra = model.get_router_aux_loss(weighted=True) if hasattr(model, "get_router_aux_loss") else None
+        if extra is not None:
+            loss = loss + extra.to(loss.dtype)
+        return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:
@@ -237,10 +267,11 @@ def evaluate_tasks(
 ) -> dict[str, Any]:
     """Per-task metrics on ``split`` and their macro averages."""
     per_task = {}
+    layout = head_layout(tasks)
     for task in tasks:
         examples = getattr(task, split)
         if task_type == "seq_cls":
-            per_task[task.name] = evaluate_classifier(model, tokenizer, examples)
+            per_task[task.name] = evaluate_classifier(model, tokenizer, examples, layout[task.name])
         else:
             per_task[task.name] = evaluate_task(
                 model, tokenizer, examples, task.kind, batch_size=batch_size, max_length=max_length
@@ -254,15 +285,19 @@ def evaluate_tasks(
 
 
 @torch.no_grad()
-def evaluate_classifier(model, tokenizer, examples: list[Example], batch_size: int = 32) -> dict[str, float]:
+def evaluate_classifier(
+    model, tokenizer, examples: list[Example], head: tuple[int, int], batch_size: int = 32
+) -> dict[str, float]:
+    """Accuracy of the argmax within the task's head."""
     was = model.training
     model.eval()
     hits = 0
     collate = PadCollator(tokenizer.pad_token_id)
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        batch = collate([seq_cls_features(tokenizer, ex, 512) for ex in chunk])
+        batch = collate([seq_cls_features(tokenizer, ex, 512, head) for ex in chunk])
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = logits.float().masked_fill(~head_mask(batch["heads"], logits.shape[-1]), float("-inf"))
         hits += int((logits.argmax(-1) == batch["labels"]).sum())
     model.train(was)
     return {"acc": hits / max(len(examples), 1), "n": len(examples)}
@@ -313,10 +348,15 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
     metrics["trainable_params"] = trainable_parameters(model)
     log(f"{cfg.method}: {metrics['trainable_params']:,} trainable parameters")
 
-    features = causal_lm_features if cfg.task_type == "causal_lm" else seq_cls_features
     num_samples = cfg.steps * cfg.batch_size * cfg.grad_accum
     stream = mix_tasks(tasks, cfg.mix_temperature, num_samples, cfg.seed)
-    train_rows = ListDataset([features(tokenizer, ex, cfg.max_length) for ex in stream])
+    if cfg.task_type == "causal_lm":
+        rows = [causal_lm_features(tokenizer, ex, cfg.max_length) for ex in stream]
+    else:
+        layout = head_layout(tasks)
+        atomic_write_json(out / "heads.json", layout)
+        rows = [seq_cls_features(tokenizer, ex, cfg.max_length, layout[ex.task]) for ex in stream]
+    train_rows = ListDataset(rows)
 
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
     has_spectrum = cfg.method == "fouriermoe"
