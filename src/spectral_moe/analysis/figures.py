@@ -103,35 +103,48 @@ def plot_training_curve(log_path: Path, out: Path) -> Path | None:
     return path
 
 
+def heatmap(
+    matrix: torch.Tensor,
+    rows: list[str],
+    path: Path,
+    title: str,
+    xlabel: str = "expert",
+    cmap: str = "viridis",
+) -> Path:
+    """One labelled heatmap (rows × columns) with a colour bar, written to ``path``."""
+    plt = _plt()
+    fontsize = 7 if len(rows) < 20 else 5
+    fig, ax = plt.subplots(
+        figsize=(0.5 * matrix.shape[1] + 3, (0.35 if len(rows) < 20 else 0.18) * len(rows) + 1.5)
+    )
+    im = ax.imshow(matrix.numpy(), aspect="auto", cmap=cmap)
+    ax.set_yticks(range(len(rows)), rows, fontsize=fontsize)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_expert_load(load: dict[str, dict[str, torch.Tensor]], out: Path) -> list[Path]:
+    """Dispatch fraction per task (mean over layers) and per layer (mean over tasks)."""
     if not load:
         return []
-    plt = _plt()
     tasks = list(load)
     layers = list(next(iter(load.values())))
     per_task = torch.stack([torch.stack([load[t][name] for name in layers]).mean(0) for t in tasks])
-    fig, ax = plt.subplots(figsize=(0.5 * per_task.shape[1] + 3, 0.35 * len(tasks) + 1.5))
-    im = ax.imshow(per_task.numpy(), aspect="auto", cmap="viridis")
-    ax.set_yticks(range(len(tasks)), [t.split(":")[-1] for t in tasks], fontsize=7)
-    ax.set_xlabel("expert")
-    ax.set_title("expert load per task (mean over layers)")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    p1 = out / "expert_load_per_task.png"
-    fig.savefig(p1, dpi=120)
-    plt.close(fig)
     per_layer = torch.stack([torch.stack([load[t][name] for t in tasks]).mean(0) for name in layers])
-    fig, ax = plt.subplots(figsize=(0.5 * per_layer.shape[1] + 3, 0.18 * len(layers) + 1.5))
-    im = ax.imshow(per_layer.numpy(), aspect="auto", cmap="viridis")
-    ax.set_yticks(range(len(layers)), layers, fontsize=5)
-    ax.set_xlabel("expert")
-    ax.set_title("expert load per layer (all tasks)")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    p2 = out / "expert_load_per_layer.png"
-    fig.savefig(p2, dpi=120)
-    plt.close(fig)
-    return [p1, p2]
+    return [
+        heatmap(
+            per_task,
+            [t.split(":")[-1] for t in tasks],
+            out / "expert_load_per_task.png",
+            "expert load per task (mean over layers)",
+        ),
+        heatmap(per_layer, layers, out / "expert_load_per_layer.png", "expert load per layer (all tasks)"),
+    ]
 
 
 def plot_weight_psd(layers: list[tuple[str, RoutedLayerMixin]], out: Path, count: int = 4) -> Path | None:
@@ -167,18 +180,14 @@ def plot_coefficients(layers: list[tuple[str, RoutedLayerMixin]], out: Path) -> 
                 names.append(name)
     if not rows:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 0.18 * len(rows) + 1.5))
-    im = ax.imshow(torch.stack(rows).numpy(), aspect="auto", cmap="magma")
-    ax.set_yticks(range(len(names)), names, fontsize=5)
-    ax.set_xlabel("expert (low → high frequency band)")
-    ax.set_title("mean |coefficient| per expert")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    path = out / "coefficient_magnitude.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return heatmap(
+        torch.stack(rows),
+        names,
+        out / "coefficient_magnitude.png",
+        "mean |coefficient| per expert",
+        xlabel="expert (low → high frequency band)",
+        cmap="magma",
+    )
 
 
 def plot_orders(layers, load: dict[str, dict[str, torch.Tensor]], out: Path) -> Path | None:
