@@ -202,8 +202,11 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
     for task, m in tuned.items():
-        metric = "exact_match" if "exact_match" in m else "acc"
-        lines.append(f"| {task} | {metric} | {fmt(base.get(task, {}).get(metric))} | {fmt(m.get(metric))} |")
+        for metric in ("acc", "exact_match"):
+            if metric in m:
+                lines.append(
+                    f"| {task} | {metric} | {fmt(base.get(task, {}).get(metric))} | {fmt(m.get(metric))} |"
+                )
     for metric in ("acc", "acc_norm", "exact_match"):
         key = f"macro_{metric}"
         if key in metrics.get("tuned", {}):

@@ -93,3 +93,18 @@ def test_shared_context_choices_of_different_lengths_match_full_forward():
         manual = sum(logp[len(ids) - len(cont) + i - 1, t].item() for i, t in enumerate(cont))
         assert n == len(cont)
         assert math.isclose(ll, manual, rel_tol=1e-5, abs_tol=1e-5)
+
+
+def test_numeric_targets_are_scored_by_generation_too():
+    from spectral_moe.evaluation.scoring import evaluate_task, numeric_target
+
+    model, tok = _model_and_tok()
+    arith = Example(
+        task="a", input="Q: 2 plus 3? A:", choices=(" 5", " banana"), answer=" 5", meta={"target": "5"}
+    )
+    prose = Example(
+        task="s", input="Is it?", choices=(" yes", " no"), answer=" yes", meta={"target": "Because."}
+    )
+    assert numeric_target(arith) == "5" and numeric_target(prose) is None
+    assert "exact_match" in evaluate_task(model, tok, [arith], "multiple_choice")
+    assert "exact_match" not in evaluate_task(model, tok, [prose], "multiple_choice")

@@ -60,7 +60,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _metric_of(task_metrics: dict) -> str:
-    return "exact_match" if "exact_match" in task_metrics else "acc"
+    return "acc" if "acc" in task_metrics else "exact_match"
 
 
 def run_compare(

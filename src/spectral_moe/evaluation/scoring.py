@@ -9,8 +9,9 @@ Multiple choice (the lm-evaluation-harness convention). For context ``c`` and ch
 Tokenisation as the harness does it: trailing spaces of the context move to the continuation,
 ``whole = enc(c + s)``, ``ctx = enc(c)``, continuation tokens = ``whole[len(ctx):]``.
 
-Free-form tasks (GSM8K, arithmetic as generation): greedy decoding, the first number of the
-completion (commas removed) compared with the reference answer's number.
+Free-form tasks (GSM8K) and multiple-choice tasks whose examples carry a numeric reference
+(BIG-bench arithmetic, ``meta["target"]``): greedy decoding, the first number of the completion
+(commas removed) compared with the reference number (``exact_match``).
 """
 
 from __future__ import annotations
@@ -164,16 +165,28 @@ def generate_answers(
     return outputs
 
 
+def numeric_target(example: Example) -> str | None:
+    """The reference number of a generation-scored example: ``meta["target"]`` when it is a number
+    (BIG-bench arithmetic keeps its plain answer there), else ``answer`` for free-form tasks."""
+    target = example.meta.get("target") if example.choices else example.answer
+    if not isinstance(target, str):
+        return None
+    number = first_number(target)
+    return (
+        number if number is not None and target.strip().replace(",", "") in (number, number + ".0") else None
+    )
+
+
 def score_exact_match(
     model, tokenizer, examples: Sequence[Example], max_new_tokens: int = 32, batch_size: int = 8
 ) -> tuple[dict[str, float], list[str]]:
-    """``{"exact_match", "n"}``: first number of the greedy completion equals the answer's number."""
+    """``{"exact_match", "n"}``: first number of the greedy completion equals the reference number."""
     completions = generate_answers(
         model, tokenizer, [ex.input for ex in examples], max_new_tokens, batch_size
     )
     hits = 0
     for ex, text in zip(examples, completions):
-        want = first_number(ex.answer) or ex.answer.strip()
+        want = numeric_target(ex) or first_number(ex.answer) or ex.answer.strip()
         got = first_number(text)
         hits += got is not None and got == want
     return {"exact_match": hits / max(len(examples), 1), "n": len(examples)}, completions
@@ -195,7 +208,11 @@ def evaluate_task(
     model.eval()
     try:
         if kind == "multiple_choice":
-            return score_multiple_choice(model, tokenizer, examples, batch_size, max_length)[0]
+            metrics = score_multiple_choice(model, tokenizer, examples, batch_size, max_length)[0]
+            if all(numeric_target(ex) is not None for ex in examples):  # arithmetic: also by generation
+                em = score_exact_match(model, tokenizer, examples, max_new_tokens=8, batch_size=batch_size)[0]
+                metrics["exact_match"] = em["exact_match"]
+            return metrics
         if kind == "free_form":
             return score_exact_match(model, tokenizer, examples, max_new_tokens, max(batch_size // 2, 1))[0]
         raise ValueError(f"task kind must be 'multiple_choice' or 'free_form', got {kind!r}")
