@@ -223,6 +223,16 @@ class RoutedLayerMixin(BaseTunerLayer):
             )
 
 
+def _discard_adapter(model: nn.Module, adapter_name: str) -> None:
+    """Remove the half-loaded adapter peft injected before loading its tensors, so a failed
+    ``load_adapter`` leaves the model as it was."""
+    if len(getattr(model, "peft_config", {})) > 1 and hasattr(model, "delete_adapter"):
+        try:
+            model.delete_adapter(adapter_name)
+        except (ValueError, KeyError, AttributeError):  # best effort: the error being raised matters more
+            pass
+
+
 class RoutedTunerMixin(BaseTuner):
     """Injection of ``linear_cls`` layers, the routers' auxiliary losses, refusal to merge routed adapters.
 
@@ -290,6 +300,51 @@ class RoutedTunerMixin(BaseTuner):
                     f"(after exclude_modules/layers_to_transform); adaptable module names: {suffixes}"
                 )
         super().inject_adapter(model, adapter_name, **kwargs)
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(
+        cls, model: nn.Module, config: PeftConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """peft's key remapping, then validation before anything is loaded: every adapter tensor of
+        ``adapter_name`` present, with the model's shape, and finite. Errors name the tensor."""
+        from peft.tuners.tuners_utils import (
+            _filter_state_dict_by_key_prefixes,
+            _get_tuner_state_dict_key_prefixes,
+        )
+
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        expected = _filter_state_dict_by_key_prefixes(
+            model.state_dict(), _get_tuner_state_dict_key_prefixes(model, adapter_name=adapter_name)
+        )
+        prefix = "base_model.model."
+
+        def find(key: str) -> torch.Tensor | None:
+            if key in remapped:
+                return remapped[key]
+            return (
+                remapped.get(prefix + key) if not key.startswith(prefix) else remapped.get(key[len(prefix) :])
+            )
+
+        problem = None
+        missing = [k for k in expected if find(k) is None]
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
+            problem = f"adapter checkpoint for {adapter_name!r} is missing tensor(s): {shown}"
+        for key, target in expected.items():
+            value = find(key)
+            if problem is not None:
+                break
+            if tuple(value.shape) != tuple(target.shape):
+                problem = (
+                    f"adapter tensor {key} has shape {tuple(value.shape)} in the checkpoint but "
+                    f"{tuple(target.shape)} in the model (was it saved with another config?)"
+                )
+            elif value.is_floating_point() and not torch.isfinite(value).all():
+                problem = f"adapter tensor {key} holds NaN or inf values: the checkpoint is corrupted"
+        if problem is not None:
+            _discard_adapter(model, adapter_name)
+            raise ValueError(problem)
+        return remapped
 
     def _routed_layers(self) -> list[RoutedLayerMixin]:
         return [m for m in self.model.modules() if isinstance(m, RoutedLayerMixin)]
