@@ -394,6 +394,15 @@ class RoutedTunerMixin(BaseTuner):
         if module.training and loss is not None:
             extra = self.get_router_aux_loss(weighted=True)
             if extra is not None:
+                if loss.requires_grad and not extra.requires_grad and extra.item() != 0:
+                    # reentrant gradient checkpointing runs the layers under no_grad first: the losses
+                    # they recorded carry no graph, so the routers would silently miss this term
+                    warnings.warn(
+                        "the router aux loss has no gradient in this forward (reentrant gradient "
+                        "checkpointing?); use gradient_checkpointing_kwargs={'use_reentrant': False} so "
+                        "the routers are trained by it",
+                        stacklevel=2,
+                    )
                 outputs.loss = loss + extra.to(loss.dtype)
         return outputs
 
