@@ -61,7 +61,7 @@ def _run_config(args: argparse.Namespace, **fixed: Any):
     from .training.run import RunConfig
 
     values = _load_config_file(getattr(args, "config", None))
-    for key in ("method", "model", "tasks", "steps", "seed", "out"):
+    for key in ("method", "model", "tasks", "steps", "seed", "out", "on_nan"):
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
@@ -249,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--out", help="run directory (default runs/run)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument(
+        "--on-nan",
+        choices=["stop", "skip"],
+        help="non-finite loss: stop (default; keeps the last good checkpoint) or skip that step",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run directory or a base model")

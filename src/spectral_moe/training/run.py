@@ -74,6 +74,7 @@ class RunConfig:
     save_steps: int = 50
     eval_base: bool = True
     eval_batch_size: int = 16
+    on_nan: str = "stop"  # or "skip": what a non-finite training loss does
     report_to: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
@@ -89,6 +90,8 @@ class RunConfig:
             raise ValueError(f"task_type must be 'causal_lm' or 'seq_cls', got {self.task_type!r}")
         if self.eval_split not in ("validation", "test"):
             raise ValueError(f"eval_split must be 'validation' or 'test', got {self.eval_split!r}")
+        if self.on_nan not in ("stop", "skip"):
+            raise ValueError(f"on_nan must be 'stop' or 'skip', got {self.on_nan!r}")
         if not self.mix_temperature > 0:
             raise ValueError(f"mix_temperature must be > 0, got {self.mix_temperature}")
 
@@ -207,9 +210,37 @@ def router_scalars(model: torch.nn.Module) -> dict[str, float]:
     return out
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training stopped on a NaN/inf loss (``on_nan="stop"``); the last good checkpoint is kept."""
+
+
 class SpectralTrainer(Trainer):
-    """``Trainer`` whose logs carry the router scalars (so every ``report_to`` integration sees them)
-    and whose encoder loss is a cross-entropy within each example's task head."""
+    """``Trainer`` whose logs carry the router scalars (so every ``report_to`` integration sees them),
+    whose encoder loss is a cross-entropy within each example's task head, and which stops on (or
+    skips) a non-finite loss: ``on_nan="stop"`` raises before the optimizer step, so the parameters
+    and the last checkpoint stay good; ``"skip"`` drops the gradients of that optimizer step."""
+
+    def __init__(self, *args: Any, on_nan: str = "stop", **kwargs: Any) -> None:
+        if on_nan not in ("stop", "skip"):
+            raise ValueError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
+        super().__init__(*args, **kwargs)
+        self.on_nan = on_nan
+        self.skipped_steps: list[int] = []
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if torch.isfinite(loss).all():
+            return loss
+        step = self.state.global_step + 1
+        if self.on_nan == "stop":
+            ckpt = _last_checkpoint(Path(self.args.output_dir))
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at step {step}; training stopped before the optimizer step. "
+                f"Last good checkpoint: {ckpt or 'none yet'} (lower the learning rate, or use --on-nan skip)"
+            )
+        model.zero_grad(set_to_none=True)
+        self.skipped_steps.append(step)
+        return torch.zeros_like(loss)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "heads" not in inputs:
@@ -397,6 +428,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
         data_collator=PadCollator(tokenizer.pad_token_id),
         optimizers=(optimizer, None),
         callbacks=[JsonlLogCallback(out / "train_log.jsonl", model)],
+        on_nan=cfg.on_nan,
     )
     checkpoint = _last_checkpoint(out / "checkpoints") if resume else None
     if resume and checkpoint is None:
@@ -411,6 +443,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
         "train_loss": result.training_loss,
         "train_seconds": round(train_time, 2),
         "train_tokens_per_second": round(tokens / max(train_time, 1e-9), 1) if not checkpoint else None,
+        "skipped_nonfinite_steps": trainer.skipped_steps,
     }
     log(f"evaluating the tuned model ({cfg.eval_split} split)")
     t_eval = time.time()
