@@ -339,9 +339,17 @@ def trainable_parameters(model: torch.nn.Module) -> int:
 
 
 def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    """Newest complete Trainer checkpoint: one whose ``trainer_state.json`` (written last) and adapter
+    exist, so a run killed while writing a checkpoint resumes from the previous one."""
     if not ckpt_dir.is_dir():
         return None
-    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    found = [
+        p
+        for p in ckpt_dir.glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit()
+        and (p / "trainer_state.json").is_file()
+        and (p / "adapter_model.safetensors").is_file()
+    ]
     return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
 
 
