@@ -242,9 +242,32 @@ class SpectralTrainer(Trainer):
         self.skipped_steps.append(step)
         return torch.zeros_like(loss)
 
+    def _loss_is_scaled_for_ga(self, num_items_in_batch) -> bool:
+        """Mirror of Trainer.training_step: True when Trainer will not divide the loss by the
+        gradient-accumulation steps (it was normalised by ``num_items_in_batch`` instead)."""
+        if getattr(self, "loss_is_scaled_for_ga", None) is not None:
+            return bool(self.loss_is_scaled_for_ga)
+        return bool(
+            (self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+            or self.compute_loss_func is not None
+        )
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "heads" not in inputs:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = result[0] if return_outputs else result
+            steps = (
+                self.current_gradient_accumulation_steps
+                if hasattr(self, "current_gradient_accumulation_steps")
+                else 1
+            )
+            aux = getattr(model, "get_router_aux_loss", None)
+            extra = aux(weighted=True) if model.training and callable(aux) else None
+            if extra is not None and steps > 1 and self._loss_is_scaled_for_ga(num_items_in_batch):
+                # the model added the full aux loss to this micro-batch's loss and Trainer will not divide
+                # by the accumulation steps: keep 1/steps of it, as for the token-normalised LM loss
+                loss = loss - extra.to(loss.dtype) * (1 - 1 / steps)
+            return (loss, result[1]) if return_outputs else loss
         inputs = dict(inputs)
         heads, labels = inputs.pop("heads"), inputs.pop("labels")
         outputs = model(**inputs)
