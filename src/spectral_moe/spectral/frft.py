@@ -401,6 +401,32 @@ _IMPLS = {"chirp": _frft_chirp, "hermite": _frft_hermite, "weighted": _frft_weig
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
+def _prepare(
+    x: torch.Tensor, order: float | torch.Tensor, dim: int, method: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.dtype, int]:
+    """Checks and layout shared by ``frft`` and ``frft_transpose``: ``x`` with ``dim`` moved last and
+    cast to the working dtype (real kept real only for ``hermite``), the order as float64, the
+    complex dtype, and ``dim`` counted from the end."""
+    _check_method(method)
+    _check_size(x.shape[dim])
+    dim_from_end = (dim % x.ndim) - x.ndim
+    rdtype, cdtype = _working_dtypes(x.dtype)
+    xm = x.movedim(dim_from_end, -1)
+    if method != "hermite":
+        xm = xm.to(cdtype)
+    elif not (xm.is_complex() or xm.is_floating_point()) or xm.dtype not in (rdtype, cdtype):
+        xm = xm.to(cdtype if xm.is_complex() else rdtype)
+    a = _order_tensor(order, x.device)
+    try:
+        torch.broadcast_shapes(xm.shape[:-1], a.shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"order of shape {tuple(a.shape)} does not broadcast against the leading dims "
+            f"{tuple(xm.shape[:-1])} of x (x.shape={tuple(x.shape)}, dim={dim})"
+        ) from err
+    return xm, a, cdtype, dim_from_end
+
+
 def frft(
     x: torch.Tensor,
     order: float | torch.Tensor,
@@ -427,25 +453,7 @@ def frft(
     Integer orders are exact for every method: 0 -> identity, 1 -> ``fft(x, norm="ortho")``,
     2 -> ``x[-n mod d]``, 3 / -1 -> ``ifft(x, norm="ortho")``; period 4.
     """
-    _check_method(method)
-    d = x.shape[dim]
-    _check_size(d)
-    dim_from_end = (dim % x.ndim) - x.ndim
-    rdtype, cdtype = _working_dtypes(x.dtype)
-    xm = x.movedim(dim_from_end, -1)
-    if not (xm.is_complex() or xm.is_floating_point()) or xm.dtype not in (rdtype, cdtype):
-        xm = xm.to(cdtype if xm.is_complex() else rdtype)
-    a = _order_tensor(order, x.device)
-    lead = xm.shape[:-1]
-    try:
-        torch.broadcast_shapes(lead, a.shape)
-    except RuntimeError as err:
-        raise ValueError(
-            f"order of shape {tuple(a.shape)} does not broadcast against the leading dims "
-            f"{tuple(lead)} of x (x.shape={tuple(x.shape)}, dim={dim})"
-        ) from err
-    if method != "hermite":
-        xm = xm.to(cdtype)
+    xm, a, cdtype, dim_from_end = _prepare(x, order, dim, method)
     y = _IMPLS[method](xm, a, cdtype)
     return y.movedim(-1, dim_from_end)
 
@@ -464,13 +472,7 @@ def frft_transpose(
     """
     if method != "chirp":
         return frft(x, order, dim=dim, method=method)
-    _check_method(method)
-    d = x.shape[dim]
-    _check_size(d)
-    dim_from_end = (dim % x.ndim) - x.ndim
-    _, cdtype = _working_dtypes(x.dtype)
-    xm = x.movedim(dim_from_end, -1).to(cdtype)
-    a = _order_tensor(order, x.device)
+    xm, a, cdtype, dim_from_end = _prepare(x, order, dim, method)
     return _frft_chirp_transpose(xm, a, cdtype).movedim(-1, dim_from_end)
 
 
