@@ -392,3 +392,20 @@ def test_merge_single_expert_exact_and_refuse_routed(tmp_path):
     with pytest.raises(ValueError, match="num_experts=8"):
         layer.merge()
     assert torch.equal(layer.get_base_layer().weight, before)
+
+
+def test_spectral_router_and_fft_path_share_one_rfft(monkeypatch):
+    layer = _layer((12, 10), router_features="spectral", router_spectral_bands=3, forward_mode="fft")
+    x = torch.randn(7, 10, dtype=torch.float64)
+    expected = _contract_rhs(layer, x)
+    calls = []
+    rfft = torch.fft.rfft
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return rfft(*args, **kwargs)
+
+    monkeypatch.setattr(torch.fft, "rfft", counting)
+    out = layer(x) - layer.get_base_layer()(x)
+    assert len(calls) == 1
+    assert _rel(out, expected) < 1e-10

@@ -39,6 +39,11 @@ def fft_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def input_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """``rfft(x)`` along the feature axis in the FFT dtype, ``[..., d_in//2+1]`` complex."""
+    return torch.fft.rfft(x.to(fft_dtype(x.dtype)), dim=-1)
+
+
 def complex_coefficients(coef_real: torch.Tensor, coef_imag: torch.Tensor | None) -> torch.Tensor:
     """``c = coef_real + i·coef_imag`` ([Z, n] complex); ``coef_imag=None`` means real coefficients."""
     if coef_imag is None:
@@ -104,6 +109,7 @@ def apply_fft(
     gates: torch.Tensor,
     d_out: int,
     scaling: float,
+    spectrum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``Σ_z gates[..., z] · ΔW_z x`` by 1-D FFTs (module docstring), without any dense ``ΔW``.
 
@@ -112,6 +118,7 @@ def apply_fft(
         coef_real, coef_imag: ``[Z, n]`` (``coef_imag`` None for real coefficients).
         rows, cols: int64 ``[Z, n]`` spectral positions.
         gates: ``[..., Z]`` router weights (zeros outside the top-k).
+        spectrum: ``rfft(x)`` in the FFT dtype ``[..., d_in//2+1]`` when the caller already has it.
     Returns:
         ``[..., d_out]`` in the FFT dtype (float32, or float64 for float64 inputs).
     """
@@ -122,7 +129,9 @@ def apply_fft(
     g = gates.reshape(-1, gates.shape[-1]).to(dtype)
     num_experts, n = coef_real.shape
 
-    spec_x = torch.fft.rfft(xt, dim=-1)  # [T, N//2+1]
+    if spectrum is None:
+        spectrum = torch.fft.rfft(xt, dim=-1)
+    spec_x = spectrum.reshape(-1, d_in // 2 + 1)  # [T, N//2+1]
     folded, sign = fold_plan(cols.reshape(-1), d_in)
     xv = spec_x[:, folded]  # [T, Z·n]
     xv = torch.complex(xv.real, xv.imag * sign.to(dtype)) / d_in  # X[v] = ifft(x)[v]
@@ -149,14 +158,19 @@ def apply_dense(x: torch.Tensor, delta_weight: torch.Tensor, gates: torch.Tensor
     return (gates.to(delta_weight.dtype).unsqueeze(-1) * per_expert).sum(-2)
 
 
-def log_band_energies(x: torch.Tensor, num_bands: int, eps: float = 1e-6) -> torch.Tensor:
+def log_band_energies(
+    x: torch.Tensor, num_bands: int, eps: float = 1e-6, spectrum: torch.Tensor | None = None
+) -> torch.Tensor:
     """Router features of the frequency-adaptive variant: ``log(ε + Σ_{v∈band b} |rfft(x)[v]|²/N)``.
 
     The ``N//2+1`` rfft bins of ``x [..., N]`` are cut into ``num_bands`` contiguous bands
     (edges ``round(linspace(0, bins, num_bands+1))``: sizes differ by at most one). Returns ``[..., num_bands]`` in the FFT dtype.
+    ``spectrum`` is ``rfft(x)`` in the FFT dtype when the caller already has it.
     """
     dtype = fft_dtype(x.dtype)
-    power = torch.fft.rfft(x.to(dtype), dim=-1).abs().square() / x.shape[-1]
+    if spectrum is None:
+        spectrum = torch.fft.rfft(x.to(dtype), dim=-1)
+    power = spectrum.abs().square() / x.shape[-1]
     bins = power.shape[-1]
     bounds = torch.linspace(0, bins, num_bands + 1, device=x.device).round().long()
     band_id = torch.bucketize(torch.arange(bins, device=x.device), bounds[1:-1], right=True)

@@ -9,7 +9,9 @@ adapted layers and adds ``router_aux_loss_coef · L_aux + router_z_loss_coef · 
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +27,7 @@ from peft.utils.other import transpose
 from torch import nn
 
 from ..routing import ROUTER_FEATURES, Routing, load_balancing_loss, route, router_statistics, router_z_loss
-from ..spectral.fourier import log_band_energies
+from ..spectral.fourier import input_spectrum, log_band_energies
 
 FORMAT_VERSION = 1
 BIAS_CHOICES = ("none", "all")
@@ -151,12 +153,17 @@ class RoutedLayerMixin(BaseTunerLayer):
         nn.init.normal_(router.weight, std=in_dim**-0.5)
         getattr(self, self.router_attr)[adapter_name] = router
 
-    def _routing(self, adapter_name: str, x: torch.Tensor) -> Routing:
+    def _routing(
+        self, adapter_name: str, x: torch.Tensor, spectrum: Callable[[], torch.Tensor] | None = None
+    ) -> Routing:
         config: RoutedAdapterConfig = getattr(self, self.config_attr)[adapter_name]
         router: nn.Linear = getattr(self, self.router_attr)[adapter_name]
         feats = x.to(router.weight.dtype)
         if config.router_features == "spectral":
-            energies = log_band_energies(x, config.router_spectral_bands).to(router.weight.dtype)
+            spec = spectrum() if spectrum is not None else None
+            energies = log_band_energies(x, config.router_spectral_bands, spectrum=spec).to(
+                router.weight.dtype
+            )
             feats = torch.cat([feats, energies], dim=-1)
         return route(router(feats), config.top_k, config.router_temperature)
 
@@ -164,8 +171,10 @@ class RoutedLayerMixin(BaseTunerLayer):
         """Gates ``[..., num_experts]`` exactly as the forward uses them (zeros outside the top-k)."""
         return self._routing(adapter_name, x).gates
 
-    def _route_and_record(self, adapter_name: str, x: torch.Tensor) -> Routing:
-        routing = self._routing(adapter_name, x)
+    def _route_and_record(
+        self, adapter_name: str, x: torch.Tensor, spectrum: Callable[[], torch.Tensor] | None = None
+    ) -> Routing:
+        routing = self._routing(adapter_name, x, spectrum)
         self._router_losses[adapter_name] = (load_balancing_loss(routing), router_z_loss(routing.logits))
         self.router_stats[adapter_name] = router_statistics(routing)
         return routing
@@ -182,10 +191,13 @@ class RoutedLayerMixin(BaseTunerLayer):
         result = self.base_layer(x, *args, **kwargs)
         if self.merged:
             return result
+        # rfft(x) at most once per forward, shared by spectral routers and FFT-path experts
+        spectrum = functools.cache(lambda: input_spectrum(x))
         for name in self.active_adapters:
             if self.has_adapter(name):
-                routing = self._route_and_record(name, x)
-                result = result + self.adapter_delta(name, x, routing.gates).to(result.dtype)
+                routing = self._route_and_record(name, x, spectrum)
+                delta = self.adapter_delta(name, x, routing.gates, spectrum)
+                result = result + delta.to(result.dtype)
         return result
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:

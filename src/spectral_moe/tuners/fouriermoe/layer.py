@@ -13,6 +13,7 @@ For an input ``x [..., d_in]`` and each active adapter::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -123,8 +124,16 @@ class FourierMoELayer(RoutedLayerMixin):
         )
         return "fft" if cheaper else "dense"
 
-    def adapter_delta(self, adapter_name: str, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """``Σ_z gates[..., z] · ΔW_z x`` by the FFT or the dense path, in the FFT dtype."""
+    def adapter_delta(
+        self,
+        adapter_name: str,
+        x: torch.Tensor,
+        gates: torch.Tensor,
+        spectrum: Callable[[], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``Σ_z gates[..., z] · ΔW_z x`` by the FFT or the dense path, in the FFT dtype.
+
+        ``spectrum`` returns ``rfft(x)`` (computed once per forward and shared with the routers)."""
         mode = self.resolve_forward_mode(adapter_name, x.numel() // self.in_features)
         real, imag = self._coefficients(adapter_name)
         if mode == "dense":
@@ -139,6 +148,7 @@ class FourierMoELayer(RoutedLayerMixin):
             gates,
             self.out_features,
             config.scaling,
+            spectrum=spectrum() if spectrum is not None else None,
         )
 
 

@@ -136,8 +136,11 @@ class FrameLayer(RoutedLayerMixin):
             self._scale(adapter_name),
         )[0]
 
-    def adapter_delta(self, adapter_name: str, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """``Σ_z gates[..., z] · ΔW_z dropout(x)`` through the transformed factors."""
+    def adapter_delta(
+        self, adapter_name: str, x: torch.Tensor, gates: torch.Tensor, spectrum: Any = None
+    ) -> torch.Tensor:
+        """``Σ_z gates[..., z] · ΔW_z dropout(x)`` through the transformed factors (``spectrum`` unused:
+        FRAME transforms the factors, never the tokens)."""
         lora_a, lora_b = self.effective_factors(adapter_name)
         x = self.frame_dropout[adapter_name](x)
         return apply_lowrank_experts(x, lora_a, lora_b, gates, self._scale(adapter_name))
