@@ -61,3 +61,68 @@ def test_gradcheck_router():
     assert torch.autograd.gradcheck(lambda lg: routing.route(lg, 2, 0.8).gates, (logits,))
     assert torch.autograd.gradcheck(lambda lg: routing.load_balancing_loss(routing.route(lg, 2)), (logits,))
     assert torch.autograd.gradcheck(routing.router_z_loss, (logits,))
+
+
+def test_losses_from_stats_equal_the_direct_formulas():
+    logits = torch.randn(3, 7, 5, dtype=torch.float64)
+    r = routing.route(logits, 2)
+    aux, z = routing.router_losses_from_stats([routing.router_loss_stats(r)] * 2)
+    assert aux.shape == (2,) and z.shape == (2,)
+    assert torch.allclose(aux, routing.load_balancing_loss(r).expand(2))
+    assert torch.allclose(z, routing.router_z_loss(logits).expand(2))
+
+
+def test_masked_tokens_do_not_count():
+    logits = torch.randn(2, 6, 4, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    padded = routing.router_losses_from_stats([routing.router_loss_stats(routing.route(logits, 2), mask)])
+    kept = torch.cat([logits[0, :4], logits[1]])  # the real tokens only
+    direct = routing.router_losses_from_stats([routing.router_loss_stats(routing.route(kept, 2))])
+    assert torch.allclose(padded[0], direct[0]) and torch.allclose(padded[1], direct[1])
+    # the padding's own logits can be anything
+    logits2 = logits.clone()
+    logits2[0, 4:] = 100.0
+    again = routing.router_losses_from_stats([routing.router_loss_stats(routing.route(logits2, 2), mask)])
+    assert torch.allclose(again[0], padded[0])
+
+
+def _shares_worker(rank: int, world: int, init_file: str, logits: torch.Tensor, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        # uneven shards: rank 0 holds 5 tokens, rank 1 holds 11
+        part = (logits[:5] if rank == 0 else logits[5:]).clone().requires_grad_(True)
+        aux, z = routing.router_losses_from_stats(
+            [routing.router_loss_stats(routing.route(part, 2))], sync=True
+        )
+        (aux.sum() + z.sum()).backward()
+        torch.save({"aux": aux.detach(), "z": z.detach(), "grad": part.grad}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank_shares_average_to_the_global_batch_loss_and_gradient(tmp_path):
+    """Two gloo processes: mean over ranks of the shares = the global loss, and the ranks' gradients
+    (as DDP averages them) = the global batch's gradient."""
+    import torch.multiprocessing as mp
+
+    logits = torch.randn(16, 6, dtype=torch.float64)
+    mp.spawn(
+        _shares_worker,
+        args=(2, str(tmp_path / "init"), logits, str(tmp_path / "out")),
+        nprocs=2,
+        join=True,
+    )
+    res = [torch.load(tmp_path / f"out.{r}") for r in range(2)]
+    full = logits.clone().requires_grad_(True)
+    aux = routing.load_balancing_loss(routing.route(full, 2))
+    z = routing.router_z_loss(full)
+    (aux + z).backward()
+    assert (res[0]["aux"] + res[1]["aux"]).item() / 2 == pytest.approx(aux.item(), rel=1e-12)
+    assert (res[0]["z"] + res[1]["z"]).item() / 2 == pytest.approx(z.item(), rel=1e-12)
+    grad = torch.cat([res[0]["grad"], res[1]["grad"]]) / 2  # DDP: mean over ranks
+    assert torch.allclose(grad, full.grad, atol=1e-12)
+    # without pooling the mean of the ranks' own losses is not the global loss
+    local = [routing.load_balancing_loss(routing.route(p, 2)).item() for p in (logits[:5], logits[5:])]
+    assert abs(sum(local) / 2 - aux.item()) > 1e-6

@@ -105,6 +105,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_out_dir(cfg.out)
     _check_tasks(cfg.tasks)
     metrics = train(cfg, resume=args.resume, progress=not args.quiet)
+    if "rank" in metrics:  # a non-zero rank of a multi-process run: rank 0 reports
+        return 0
     print(format_metrics_table(metrics))
     print(f"run directory: {cfg.out}")
     return 0

@@ -13,6 +13,19 @@ Switch-style load-balancing loss over ``T`` tokens::
     L_aux = Z · Σ_z f_z P_z              = 1 for perfectly balanced routing, Z when it collapses
 
 Router z-loss (ST-MoE): ``L_z = mean_t (logsumexp_z ℓ_{t,z})²``.
+
+Both losses are functions of per-layer sufficient statistics (:class:`RouterLossStats`): dispatch
+counts ``c_z``, probability sums ``s_z = Σ_t p_{t,z}``, the token count ``T`` and ``Σ_t lse_t²``.
+Under data parallelism (``R`` ranks, rank ``r`` holding ``T_r`` of the global batch's ``T_g``
+tokens) the global ``f_z`` is not the mean of the ranks' ``f_z``: :func:`router_losses_from_stats`
+all-reduces the detached counts ``c_z`` and ``T`` and returns on rank ``r``::
+
+    L_aux^r = Z · Σ_z f_z^g · R · s_z^r / T_g        f^g = c^g / (T_g · k)
+    L_z^r   = R · Σ_{t ∈ r} lse_t² / T_g
+
+whose mean over ranks is exactly ``L_aux`` and ``L_z`` of the global batch, and whose gradient,
+averaged over ranks as DDP averages every gradient, is the global batch's gradient. With one
+process it is the formula above.
 """
 
 from __future__ import annotations
@@ -60,6 +73,84 @@ def load_balancing_loss(routing: Routing) -> torch.Tensor:
     f = dispatch_fraction(routing.topk_index, num_experts).to(routing.probs)
     p_mean = routing.probs.reshape(-1, num_experts).mean(0)
     return num_experts * (f * p_mean).sum()
+
+
+@dataclass
+class RouterLossStats:
+    """Sufficient statistics of one layer's router for ``L_aux`` and ``L_z`` (module docstring)."""
+
+    counts: torch.Tensor  # [Z] detached, dispatched (token, slot) pairs per expert
+    prob_sum: torch.Tensor  # [Z] Σ_t p_{t,z}, differentiable
+    tokens: torch.Tensor  # [] detached, T
+    lse_sq_sum: torch.Tensor  # [] Σ_t (logsumexp_z ℓ_{t,z})², differentiable
+    top_k: int
+
+
+def router_loss_stats(routing: Routing, mask: torch.Tensor | None = None) -> RouterLossStats:
+    """The statistics of one routing call (any leading shape ``[...]``; every position is a token).
+
+    ``mask`` (``[...]``, e.g. the attention mask) weights the tokens: padding (0) counts neither in
+    ``f_z``, ``P_z`` nor ``T``, so the losses do not depend on how a batch is padded.
+    """
+    num_experts = routing.probs.shape[-1]
+    probs = routing.probs.reshape(-1, num_experts)  # [T, Z]
+    work = probs.dtype
+    top_k = routing.topk_index.shape[-1]
+    w = (
+        torch.ones(probs.shape[0], dtype=work, device=probs.device)
+        if mask is None
+        else mask.reshape(-1).to(device=probs.device, dtype=work)
+    )  # [T]
+    index = routing.topk_index.detach().reshape(-1, top_k)  # [T, k]
+    counts = torch.bincount(index.reshape(-1), weights=w.repeat_interleave(top_k), minlength=num_experts).to(
+        work
+    )
+    lse = torch.logsumexp(routing.logits.reshape(-1, num_experts).to(work), dim=-1)  # [T]
+    return RouterLossStats(
+        counts=counts,
+        prob_sum=(probs * w[:, None]).sum(0),
+        tokens=w.sum(),
+        lse_sq_sum=(lse.square() * w).sum(),
+        top_k=top_k,
+    )
+
+
+def data_parallel_world_size() -> int:
+    """Number of ranks whose router statistics are pooled: the default process group's size, else 1."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def router_losses_from_stats(
+    stats: list[RouterLossStats], sync: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-layer ``(L_aux [L], L_z [L])`` from ``L`` layers' statistics.
+
+    ``sync=True`` with an initialised process group all-reduces the detached counts and token
+    counts (one collective for all layers; every rank must call it) and returns the rank shares of
+    the module docstring, whose mean over ranks is the global batch's loss.
+    """
+    counts = torch.stack([s.counts for s in stats])  # [L, Z]
+    tokens = torch.stack([s.tokens for s in stats])  # [L]
+    prob_sum = torch.stack([s.prob_sum.to(counts.device) for s in stats])  # [L, Z]
+    lse_sq = torch.stack([s.lse_sq_sum.to(counts.device) for s in stats])  # [L]
+    top_k = torch.tensor([float(s.top_k) for s in stats], dtype=counts.dtype, device=counts.device)
+    world = data_parallel_world_size() if sync else 1
+    if world > 1:
+        import torch.distributed as dist
+
+        pooled = torch.cat([counts.reshape(-1), tokens]).detach().clone()
+        dist.all_reduce(pooled)
+        counts, tokens = pooled[: counts.numel()].reshape(counts.shape), pooled[counts.numel() :]
+    num_experts = counts.shape[-1]
+    t_g = tokens.clamp_min(1.0)
+    f = counts / (t_g * top_k)[:, None]
+    aux = num_experts * (f * prob_sum).sum(-1) * world / t_g
+    z = lse_sq * world / t_g
+    return aux, z
 
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:

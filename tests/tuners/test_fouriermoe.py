@@ -8,7 +8,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.pytorch_utils import Conv1D
 
 import spectral_moe  # noqa: F401  (registers the methods with peft)
-from spectral_moe import FourierMoEConfig
+from spectral_moe import FourierMoEConfig, routing
 from spectral_moe.tuners.fouriermoe import FourierMoELayer, FourierMoELinear
 from tests.helpers import ToyLM, tiny_gpt2, tiny_llama
 
@@ -266,10 +266,19 @@ def test_router_aux_loss_is_added_in_training_only():
     with torch.no_grad():
         eval_loss = model(input_ids=ids, labels=ids).loss
     model.train()
-    train_out = model(input_ids=ids, labels=ids)
-    aux = model.get_router_aux_loss()
     layers = [m for m in model.modules() if isinstance(m, FourierMoELayer)]
-    manual = torch.stack([m._router_losses["default"][0] for m in layers]).mean()
+    inputs = []
+    hooks = [m.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach())) for m in layers]
+    train_out = model(input_ids=ids, labels=ids)
+    for h in hooks:
+        h.remove()
+    aux = model.get_router_aux_loss()
+    manual = torch.stack(  # Z Σ_z f_z P_z per layer, recomputed from the gates the layer uses
+        [
+            routing.load_balancing_loss(routing.route(m.fouriermoe_router["default"](x), 2))
+            for m, x in zip(layers, inputs)
+        ]
+    ).mean()
     assert len(layers) == 4 and aux.item() == pytest.approx(manual.item())
     assert train_out.loss.item() == pytest.approx(eval_loss.item() + 0.5 * aux.item(), rel=1e-6)
     assert model.get_router_aux_loss(weighted=True).item() == pytest.approx(0.5 * aux.item())

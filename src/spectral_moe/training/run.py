@@ -197,7 +197,7 @@ def router_scalars(model: torch.nn.Module) -> dict[str, float]:
     layers) and the mean FRAME order per expert."""
     out: dict[str, float] = {}
     aux = getattr(model, "get_router_aux_loss", None)
-    value = aux() if callable(aux) else None
+    value = aux(sync=False) if callable(aux) else None  # this rank's own routers: no collective
     if value is not None:
         out["router_aux_loss"] = round(float(value.detach()), 6)
     snap = router_snapshot(model)
@@ -252,21 +252,33 @@ class SpectralTrainer(Trainer):
             or self.compute_loss_func is not None
         )
 
+    def _trainer_loss_scale(self, num_items_in_batch) -> int:
+        """Mirror of Trainer.compute_loss: the factor it multiplies the model's loss by (the number of
+        data-parallel processes when token counts are averaged across devices, else 1)."""
+        if (
+            self.args.average_tokens_across_devices
+            and (self.model_accepts_loss_kwargs or self.compute_loss_func)
+            and num_items_in_batch is not None
+        ):
+            scale = self.accelerator.num_processes // self.get_tp_size()
+            return scale if self.args.n_gpu <= 1 else self.args.n_gpu
+        return 1
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "heads" not in inputs:
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             loss = result[0] if return_outputs else result
-            steps = (
-                self.current_gradient_accumulation_steps
-                if hasattr(self, "current_gradient_accumulation_steps")
-                else 1
-            )
-            aux = getattr(model, "get_router_aux_loss", None)
+            steps = getattr(self, "current_gradient_accumulation_steps", 1)
+            aux = getattr(self.accelerator.unwrap_model(model), "get_router_aux_loss", None)  # DDP wraps it
             extra = aux(weighted=True) if model.training and callable(aux) else None
-            if extra is not None and steps > 1 and self._loss_is_scaled_for_ga(num_items_in_batch):
-                # the model added the full aux loss to this micro-batch's loss and Trainer will not divide
-                # by the accumulation steps: keep 1/steps of it, as for the token-normalised LM loss
-                loss = loss - extra.to(loss.dtype) * (1 - 1 / steps)
+            if extra is not None:
+                # The model added this rank's router loss share (whose mean over ranks is the global
+                # batch's) to its loss. Trainer multiplied that sum by `scale`; when it will not divide by
+                # the accumulation steps, keep 1/steps of the aux loss, as for the token-normalised loss.
+                scale = self._trainer_loss_scale(num_items_in_batch)
+                target = 1 / steps if self._loss_is_scaled_for_ga(num_items_in_batch) else 1.0
+                if scale != target:
+                    loss = loss - extra.to(loss.dtype) * (scale - target)
             return (loss, result[1]) if return_outputs else loss
         inputs = dict(inputs)
         heads, labels = inputs.pop("heads"), inputs.pop("labels")
@@ -275,7 +287,8 @@ class SpectralTrainer(Trainer):
             ~head_mask(heads, outputs.logits.shape[-1]), float("-inf")
         )
         loss = torch.nn.functional.cross_entropy(logits, labels)
-        extra = model.get_router_aux_loss(weighted=True) if hasattr(model, "get_router_aux_loss") else None
+        aux = getattr(self.accelerator.unwrap_model(model), "get_router_aux_loss", None)  # DDP wraps it
+        extra = aux(weighted=True) if callable(aux) else None
         if extra is not None:
             loss = loss + extra.to(loss.dtype)
         return (loss, outputs) if return_outputs else loss
@@ -376,11 +389,30 @@ def _last_checkpoint(ckpt_dir: Path) -> str | None:
     return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
 
 
-def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=print) -> dict[str, Any]:
-    """Run ``cfg`` end to end; returns the metrics also written to ``metrics.json``."""
+def launch_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of a ``torchrun``/``accelerate launch`` process (``(0, 1)`` otherwise)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    callbacks: list[TrainerCallback] | None = None,
+) -> dict[str, Any]:
+    """Run ``cfg`` end to end; returns the metrics also written to ``metrics.json``.
+
+    Under ``torchrun``/``accelerate launch`` (DDP) every rank trains on its share of each global batch
+    (``batch_size`` per process); rank 0 alone evaluates and writes the run directory.
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects for the Trainer.
+    """
     from ..models import load_model
 
     cfg.validate()
+    rank, world = launch_world()
+    main = rank == 0
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
@@ -388,15 +420,16 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     tasks = load_run_tasks(cfg)
-    atomic_write_json(out / "splits.json", {t.name: t.describe() for t in tasks})
+    if main:
+        atomic_write_json(out / "splits.json", {t.name: t.describe() for t in tasks})
     num_labels = num_labels_for(tasks)
     model, tokenizer = load_model(
         cfg.model, cfg.task_type, num_labels=num_labels if cfg.task_type == "seq_cls" else None
     )
-    atomic_write_json(out / "run_config.json", dataclasses.asdict(cfg))
-
     metrics: dict[str, Any] = {"method": cfg.method, "model": cfg.model, "seed": cfg.seed}
-    if cfg.eval_base:
+    if main:
+        atomic_write_json(out / "run_config.json", dataclasses.asdict(cfg))
+    if cfg.eval_base and main:
         log(f"evaluating the base model on {len(tasks)} task(s) ({cfg.eval_split} split)")
         metrics["base"] = evaluate_tasks(
             model, tokenizer, tasks, cfg.eval_split, cfg.task_type, cfg.eval_batch_size
@@ -410,13 +443,14 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
     metrics["trainable_params"] = trainable_parameters(model)
     log(f"{cfg.method}: {metrics['trainable_params']:,} trainable parameters")
 
-    num_samples = cfg.steps * cfg.batch_size * cfg.grad_accum
+    num_samples = cfg.steps * cfg.batch_size * cfg.grad_accum * world
     stream = mix_tasks(tasks, cfg.mix_temperature, num_samples, cfg.seed)
     if cfg.task_type == "causal_lm":
         rows = [causal_lm_features(tokenizer, ex, cfg.max_length) for ex in stream]
     else:
         layout = head_layout(tasks)
-        atomic_write_json(out / "heads.json", layout)
+        if main:
+            atomic_write_json(out / "heads.json", layout)
         rows = [seq_cls_features(tokenizer, ex, cfg.max_length, layout[ex.task]) for ex in stream]
     train_rows = ListDataset(rows)
 
@@ -458,7 +492,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
         train_dataset=train_rows,
         data_collator=PadCollator(tokenizer.pad_token_id),
         optimizers=(optimizer, None),
-        callbacks=[JsonlLogCallback(out / "train_log.jsonl", model)],
+        callbacks=[JsonlLogCallback(out / "train_log.jsonl", model), *(callbacks or [])],
         on_nan=cfg.on_nan,
     )
     checkpoint = _last_checkpoint(out / "checkpoints") if resume else None
@@ -467,10 +501,13 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     train_time = time.time() - t_train
+    if not main:
+        return {"rank": rank, "train_loss": result.training_loss}
     model.save_pretrained(out / "adapter")
     tokens = sum(len(r["input_ids"]) for r in train_rows.rows)
     metrics["train"] = {
         "steps": cfg.steps,
+        "processes": world,
         "train_loss": result.training_loss,
         "train_seconds": round(train_time, 2),
         "train_tokens_per_second": round(tokens / max(train_time, 1e-9), 1) if not checkpoint else None,

@@ -26,7 +26,16 @@ from peft.tuners.tuners_utils import (
 from peft.utils.other import transpose
 from torch import nn
 
-from ..routing import ROUTER_FEATURES, Routing, load_balancing_loss, route, router_statistics, router_z_loss
+from ..routing import (
+    ROUTER_FEATURES,
+    RouterLossStats,
+    Routing,
+    data_parallel_world_size,
+    route,
+    router_loss_stats,
+    router_losses_from_stats,
+    router_statistics,
+)
 from ..spectral.fourier import input_spectrum, log_band_energies
 
 FORMAT_VERSION = 1
@@ -143,7 +152,7 @@ class RoutedLayerMixin(BaseTunerLayer):
 
     def _init_routing_state(self) -> None:
         self.router_stats: dict[str, dict[str, torch.Tensor]] = {}
-        self._router_losses: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._router_losses: dict[str, RouterLossStats] = {}  # this forward's, per adapter
 
     def _create_router(self, adapter_name: str, config: RoutedAdapterConfig) -> None:
         in_dim = self.in_features + (
@@ -175,7 +184,10 @@ class RoutedLayerMixin(BaseTunerLayer):
         self, adapter_name: str, x: torch.Tensor, spectrum: Callable[[], torch.Tensor] | None = None
     ) -> Routing:
         routing = self._routing(adapter_name, x, spectrum)
-        self._router_losses[adapter_name] = (load_balancing_loss(routing), router_z_loss(routing.logits))
+        mask = self.__dict__.get("_token_mask")  # the model's attention mask, set by the tuner's pre-hook
+        if mask is not None and tuple(mask.shape) != tuple(x.shape[:-1]):
+            mask = None  # e.g. one new token against a cached context while generating
+        self._router_losses[adapter_name] = router_loss_stats(routing, mask)
         self.router_stats[adapter_name] = router_statistics(routing)
         return routing
 
@@ -361,25 +373,48 @@ class RoutedTunerMixin(BaseTuner):
     def _routed_layers(self) -> list[RoutedLayerMixin]:
         return [m for m in self.model.modules() if isinstance(m, RoutedLayerMixin)]
 
-    def _router_loss_terms(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        aux, zl = [], []
-        for layer in self._routed_layers():
-            for name in self.active_adapters:
-                if name in layer._router_losses:
-                    aux.append(layer._router_losses[name][0])
-                    zl.append(layer._router_losses[name][1])
-        if not aux:
-            return None
-        device = aux[0].device
-        return torch.stack([a.to(device) for a in aux]).mean(), torch.stack([z.to(device) for z in zl]).mean()
+    def _router_loss_terms(self, sync: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(mean_l L_aux, mean_l L_z)`` over adapted layers and active adapters of the last forward.
 
-    def get_router_aux_loss(self, weighted: bool = False) -> torch.Tensor | None:
+        With ``sync`` and several ranks, each layer's dispatch counts are pooled over ranks first
+        (``routing.router_losses_from_stats``): the result is this rank's share, whose mean over
+        ranks is the loss of the global batch. Cached until the next forward.
+        """
+        cached = self.__dict__.get("_router_loss_cache")
+        if cached is not None and cached[0] == sync:
+            return cached[1]
+        aux, zl = [], []
+        layers = self._routed_layers()
+        for name in self.active_adapters:  # one collective per adapter, same order on every rank
+            stats = [layer._router_losses[name] for layer in layers if name in layer._router_losses]
+            if stats:
+                a, z = router_losses_from_stats(stats, sync=sync)
+                aux.append(a)
+                zl.append(z)
+        terms = None
+        if aux:
+            device = aux[0].device
+            terms = (
+                torch.cat([a.to(device) for a in aux]).mean(),
+                torch.cat([z.to(device) for z in zl]).mean(),
+            )
+        self._router_loss_cache = (sync, terms)
+        return terms
+
+    def get_router_aux_loss(self, weighted: bool = False, sync: bool | None = None) -> torch.Tensor | None:
         """Mean load-balancing loss over adapted layers from the last forward (None before any forward).
 
         With ``weighted=True`` returns exactly what training adds to the loss:
         ``router_aux_loss_coef · mean L_aux + router_z_loss_coef · mean L_z``.
+
+        ``sync`` (default: in training mode when a process group of several ranks is initialised)
+        pools the routers' dispatch counts over data-parallel ranks, so that the mean over ranks of
+        this value, and of its gradient, is that of one process seeing the global batch. It is a
+        collective: every rank must call it.
         """
-        terms = self._router_loss_terms()
+        if sync is None:
+            sync = self.model.training and data_parallel_world_size() > 1
+        terms = self._router_loss_terms(sync)
         if terms is None:
             return None
         if not weighted:
@@ -393,13 +428,18 @@ class RoutedTunerMixin(BaseTuner):
         super()._post_injection_hook(model, config, adapter_name)
         if "_router_hooks" not in self.__dict__:
             self._router_hooks = [
-                model.register_forward_pre_hook(self._clear_router_losses),
+                model.register_forward_pre_hook(self._clear_router_losses, with_kwargs=True),
                 model.register_forward_hook(self._add_router_losses),
             ]
 
-    def _clear_router_losses(self, module: nn.Module, args: Any) -> None:
+    def _clear_router_losses(self, module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        # the attention mask (when passed by keyword) keeps padding out of the load-balancing statistics
+        mask = kwargs.get("attention_mask")
+        mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self.__dict__.pop("_router_loss_cache", None)
         for layer in self._routed_layers():
             layer._router_losses.clear()
+            layer.__dict__["_token_mask"] = mask
 
     def _add_router_losses(self, module: nn.Module, args: Any, outputs: Any) -> Any:
         loss = getattr(outputs, "loss", None)
