@@ -140,6 +140,9 @@ def test_compare_writes_table_and_chart(tiny, tmp_path, capsys):
         (["train", "--steps", "0"], "steps must be a positive integer"),
         (["compare", "--methods", "lora,nope", "--out", "x"], "--methods"),
         (["eval"], "RUN_DIR or --base"),
+        (["train", "--model", "/no/such/model", "--steps", "1"], "not found"),
+        (["train", "--model", "./missing-model", "--steps", "1"], "smollm2-135m"),
+        (["train", "--tasks", "jsonl:missing.jsonl", "--steps", "1"], "not found"),
     ],
 )
 def test_bad_input_is_one_line_error(argv, needle, capsys, tmp_path, monkeypatch):
@@ -158,6 +161,26 @@ class _noop:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_malformed_jsonl_line_is_one_line_error_and_nothing_written(tiny, tmp_path, capsys):
+    model, _ = tiny
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a", "choices": ["x", "y"], "answer": "x"}\n{"input": "b", "choices": [\n')
+    out = tmp_path / "runs" / "x"
+    rc = main(["train", "--model", model, "--tasks", f"jsonl:{bad}", "--steps", "1", "--out", str(out)])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "bad.jsonl:2" in err and "invalid JSON" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_model_folder_without_config(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = main(["train", "--model", str(tmp_path / "empty"), "--steps", "1", "--out", str(tmp_path / "r")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no config.json" in err and err.count("\n") == 1 and not (tmp_path / "r").exists()
 
 
 def test_unwritable_output_directory(tiny, tmp_path, capsys):

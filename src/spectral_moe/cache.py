@@ -130,6 +130,32 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def replace_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a folder in a temporary sibling, then swap it in for ``final`` (replacing an old one).
+
+    A kill while the block writes leaves ``final`` as it was. The swap is two renames (old aside,
+    new in) and a removal; only a kill between the two renames leaves no ``final``, with the old
+    folder intact under ``.<name>.old-*``.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+            os.replace(final, old / final.name)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- package files
 
 

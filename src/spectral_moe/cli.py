@@ -86,13 +86,36 @@ def _check_out_dir(path: str) -> None:
         raise CliError(f"output directory {path} is not writable (choose another --out)")
 
 
+def _check_model(name: str) -> None:
+    """A built-in alias, a local model folder, or something shaped like a hub id (``org/name``)."""
+    from .models import MODEL_ALIASES
+
+    if name.strip().lower() in MODEL_ALIASES:
+        return
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise CliError(f"{name} is not a model folder (no config.json); pass a save_pretrained() folder")
+        return
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+        raise CliError(
+            f"model {name!r} not found: no such folder, and not a built-in model "
+            f"({', '.join(MODEL_ALIASES)}); pass --model with one of those or a local model folder"
+        )
+
+
 def _check_tasks(spec: str) -> None:
     from .data import resolve_tasks
 
     try:
-        resolve_tasks(spec)
+        names = resolve_tasks(spec)
     except ValueError as err:
         raise CliError(str(err)) from err
+    for name in names:
+        if name.startswith("jsonl:") and not Path(name[len("jsonl:") :]).expanduser().is_file():
+            raise CliError(
+                f"jsonl task file not found: {name[len('jsonl:') :]} (give an existing .jsonl path)"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,6 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     _check_out_dir(cfg.out)
+    _check_model(cfg.model)
     _check_tasks(cfg.tasks)
     metrics = train(cfg, resume=args.resume, progress=not args.quiet)
     if "rank" in metrics:  # a non-zero rank of a multi-process run: rank 0 reports
@@ -297,8 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as err:
         print(f"spectral-moe {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
-        print(f"spectral-moe {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as err:  # OSError: files, permissions, model loading
+        message = " ".join(str(err).split())  # one line, whatever the library wrote
+        if isinstance(err, OSError) and "huggingface.co" in message:
+            message = (
+                f"could not load the model from the Hugging Face Hub ({message[:200]}); use a built-in "
+                "model (smollm2-135m, minilm-l6) or a local model folder"
+            )
+        print(f"spectral-moe {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

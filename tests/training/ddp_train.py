@@ -22,6 +22,10 @@ class GradRecorder(TrainerCallback):
     def __init__(self) -> None:
         self.grads: list[dict[str, torch.Tensor]] = []
         self.params: dict[str, torch.Tensor] = {}
+        self.initial: dict[str, torch.Tensor] = {}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         self.grads.append(
@@ -61,7 +65,8 @@ def main() -> None:
     recorder = GradRecorder()
     train(cfg, progress=False, log=lambda *a: None, callbacks=[recorder])
     rank = int(os.environ.get("RANK", "0"))
-    torch.save({"grads": recorder.grads, "params": recorder.params}, f"{out}/record.rank{rank}.pt")
+    record = {"grads": recorder.grads, "params": recorder.params, "initial": recorder.initial}
+    torch.save(record, f"{out}/record.rank{rank}.pt")
 
 
 if __name__ == "__main__":

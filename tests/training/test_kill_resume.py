@@ -1,14 +1,20 @@
-"""Kill a training subprocess mid-run, resume it: the final adapter equals an uninterrupted run's."""
+"""Kill a training subprocess mid-run (and once mid-way through a checkpoint write), resume it: the
+final adapter equals an uninterrupted run's, and the previous checkpoint stays loadable."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
+from spectral_moe.training.run import _last_checkpoint
 from tests.helpers import save_tiny_llama, write_jsonl_task
+
+CRASHER = Path(__file__).with_name("crash_on_save.py")
 
 STEPS = 12
 
@@ -70,8 +76,34 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path):
     assert not (cut / "adapter").exists()
 
     subprocess.run(_cmd(model, task, cut, "--resume"), check=True, env=env, capture_output=True)
-    a = load_file(full / "adapter" / "adapter_model.safetensors")
-    b = load_file(cut / "adapter" / "adapter_model.safetensors")
+    _assert_same_adapter(full, cut)
+
+    # killed in the middle of writing checkpoint-6: checkpoint-4 stays the one to resume from
+    crashed = tmp_path / "crashed"
+    proc = subprocess.run(
+        [sys.executable, str(CRASHER), *_cmd(model, task, crashed)[3:]],
+        env={**env, "CRASH_AT_STEP": "6", "PYTHONPATH": str(Path.cwd())},
+        capture_output=True,
+    )
+    assert proc.returncode == 137, proc.stderr[-2000:]
+    ckpts = crashed / "checkpoints"
+    assert (ckpts / "checkpoint-6").is_dir()  # the half-written one
+    assert _last_checkpoint(ckpts) == str(ckpts / "checkpoint-4")
+    with pytest.raises(Exception):  # noqa: B017  (safetensors' own error for a truncated file)
+        load_file(ckpts / "checkpoint-6" / "adapter_model.safetensors")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    import spectral_moe  # noqa: F401
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), ckpts / "checkpoint-4")
+    subprocess.run(_cmd(model, task, crashed, "--resume"), check=True, env=env, capture_output=True)
+    _assert_same_adapter(full, crashed)
+
+
+def _assert_same_adapter(run_a, run_b) -> None:
+    a = load_file(run_a / "adapter" / "adapter_model.safetensors")
+    b = load_file(run_b / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] == b[k]).all(), k

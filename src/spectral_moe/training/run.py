@@ -28,7 +28,7 @@ import torch
 from peft import get_peft_model
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from ..cache import atomic_write_json
+from ..cache import atomic_write_json, replace_dir
 from ..data import TaskData, load_tasks, mix_tasks
 from ..data.types import Example
 from ..evaluation.runs import head_layout, num_labels_for
@@ -414,18 +414,19 @@ def train(
     rank, world = launch_world()
     main = rank == 0
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise PermissionError(f"output directory {out} is not writable")
     torch.manual_seed(cfg.seed)
     t0 = time.time()
+    # tasks and model first: a bad task file or model fails before anything is written
     tasks = load_run_tasks(cfg)
-    if main:
-        atomic_write_json(out / "splits.json", {t.name: t.describe() for t in tasks})
     num_labels = num_labels_for(tasks)
     model, tokenizer = load_model(
         cfg.model, cfg.task_type, num_labels=num_labels if cfg.task_type == "seq_cls" else None
     )
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"output directory {out} is not writable")
+    if main:
+        atomic_write_json(out / "splits.json", {t.name: t.describe() for t in tasks})
     metrics: dict[str, Any] = {"method": cfg.method, "model": cfg.model, "seed": cfg.seed}
     if main:
         atomic_write_json(out / "run_config.json", dataclasses.asdict(cfg))
@@ -503,7 +504,8 @@ def train(
     train_time = time.time() - t_train
     if not main:
         return {"rank": rank, "train_loss": result.training_loss}
-    model.save_pretrained(out / "adapter")
+    with replace_dir(out / "adapter") as tmp:  # a kill mid-write leaves no half adapter/
+        model.save_pretrained(tmp)
     tokens = sum(len(r["input_ids"]) for r in train_rows.rows)
     metrics["train"] = {
         "steps": cfg.steps,
