@@ -130,6 +130,31 @@ def test_compare_writes_table_and_chart(tiny, tmp_path, capsys):
     assert all(abs(p - 3000) / 3000 < 0.5 for p in params.values()), params
 
 
+def test_compare_lr_sweep_picks_on_validation_and_resumes(tiny, tmp_path, capsys):
+    model, task = tiny
+    out = tmp_path / "cmp"
+    argv = ["compare", "--methods", "frame", "--seeds", "0,1", "--model", model, "--tasks", f"jsonl:{task}"]
+    argv += ["--steps", "2", "--lr-sweep", "0.5,2", "--out", str(out), "--quiet", "--set", "adapter.r=2"]
+    argv += ["--set", "adapter.num_experts=2"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    scores = {float(k): v for k, v in results["lr_sweep"]["frame"].items()}
+    assert set(scores) == {0.5, 2.0}
+    for mult in (0.5, 2.0):  # sweep runs are scored on the validation split, at seed 0
+        cfg = json.loads((out / "sweep" / f"frame-lr{mult:g}" / "run_config.json").read_text())
+        assert cfg["eval_split"] == "validation" and cfg["seed"] == 0
+        assert cfg["lr"] == pytest.approx(1e-3 * mult) and cfg["order_lr"] == pytest.approx(1e-2 * mult)
+    best = max(scores, key=lambda m: (scores[m], -abs(m - 1)))
+    for seed in (0, 1):
+        cfg = json.loads((out / "runs" / f"frame-s{seed}" / "run_config.json").read_text())
+        assert cfg["eval_split"] == "test" and cfg["lr"] == pytest.approx(1e-3 * best)
+    assert "Learning-rate sweep" in (out / "results.md").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
+    assert len(stamps) == 4
+    assert main(argv) == 0  # everything finished: reused, nothing retrained
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")} == stamps
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [
@@ -140,6 +165,7 @@ def test_compare_writes_table_and_chart(tiny, tmp_path, capsys):
         (["train", "--steps", "0"], "steps must be a positive integer"),
         (["compare", "--methods", "lora,nope", "--out", "x"], "--methods"),
         (["eval"], "RUN_DIR or --base"),
+        (["compare", "--methods", "lora", "--lr-sweep", "1,x", "--out", "x"], "--lr-sweep"),
         (["train", "--model", "/no/such/model", "--steps", "1"], "not found"),
         (["train", "--model", "./missing-model", "--steps", "1"], "smollm2-135m"),
         (["train", "--tasks", "jsonl:missing.jsonl", "--steps", "1"], "not found"),

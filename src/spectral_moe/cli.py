@@ -171,7 +171,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base_cfg = _run_config(args, method=methods[0], out=str(Path(args.out) / "runs"))
     _check_out_dir(args.out)
     _check_tasks(base_cfg.tasks)
-    report = run_compare(base_cfg, methods, seeds, Path(args.out), budget_params=args.budget_params)
+    try:
+        mults = [float(m) for m in args.lr_sweep.split(",")] if args.lr_sweep else None
+    except ValueError as err:
+        raise CliError(f"--lr-sweep must be a comma list of numbers, got {args.lr_sweep!r}") from err
+    if mults and not all(m > 0 for m in mults):
+        raise CliError(f"--lr-sweep multipliers must be > 0, got {args.lr_sweep!r}")
+    report = run_compare(
+        base_cfg, methods, seeds, Path(args.out), budget_params=args.budget_params, lr_multipliers=mults
+    )
     print(report)
     return 0
 
@@ -295,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", required=True, help=f"comma list of {', '.join(METHODS)}")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
     p.add_argument("--budget-params", type=int, help="match every method's trainable parameters to this")
+    p.add_argument(
+        "--lr-sweep",
+        help="comma list of learning-rate multipliers (e.g. 0.3,1,3) tried per method on the validation "
+        "split with the first seed; the best is used for all seeds",
+    )
     p.add_argument("--out", required=True, help="results directory")
     _add_run_options(p, with_method=False)
     p.set_defaults(func=cmd_compare)

@@ -63,15 +63,61 @@ def _metric_of(task_metrics: dict) -> str:
     return "acc" if "acc" in task_metrics else "exact_match"
 
 
-def run_compare(
-    base_cfg, methods: list[str], seeds: list[int], out: Path, budget_params: int | None = None
-) -> str:
-    """Train every (method, seed), write ``results.md``, ``results.json`` and figures; return the markdown."""
+def learning_rates(method: str, base_cfg, multiplier: float) -> dict[str, float]:
+    """Every learning rate of ``method`` (main, spectrum, order, router) scaled by ``multiplier``.
+
+    Each method's rates start from ``base_cfg``'s when set, else the method's defaults, so one sweep of
+    multipliers is the same sweep for every method.
+    """
+    from ..training.methods import DEFAULT_LR, DEFAULT_ORDER_LR, DEFAULT_SPECTRUM_LR
+
+    lr = base_cfg.lr if base_cfg.lr is not None else DEFAULT_LR[method]
+    out = {"lr": lr * multiplier}
+    if method == "fouriermoe":
+        spectrum = base_cfg.spectrum_lr if base_cfg.spectrum_lr is not None else DEFAULT_SPECTRUM_LR
+        out["spectrum_lr"] = spectrum * multiplier
+    if method == "frame":
+        order = base_cfg.order_lr if base_cfg.order_lr is not None else DEFAULT_ORDER_LR
+        out["order_lr"] = order * multiplier
+    if base_cfg.router_lr is not None:
+        out["router_lr"] = base_cfg.router_lr * multiplier
+    return out
+
+
+def _train_or_reuse(cfg) -> dict:
+    """``train(cfg)``, or the metrics of a finished run with the same config in ``cfg.out`` (resume)."""
     from ..training.run import train
 
+    run = Path(cfg.out)
+    done, saved = run / "metrics.json", run / "run_config.json"
+    if done.is_file() and saved.is_file() and json.loads(saved.read_text()) == dataclasses.asdict(cfg):
+        return json.loads(done.read_text())
+    return train(cfg, progress=False)
+
+
+def _macro(metrics: dict) -> float:
+    return metrics.get("macro_acc", metrics.get("macro_exact_match", float("nan")))
+
+
+def run_compare(
+    base_cfg,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    budget_params: int | None = None,
+    lr_multipliers: list[float] | None = None,
+) -> str:
+    """Train every (method, seed), write ``results.md``, ``results.json`` and figures; return the markdown.
+
+    With ``lr_multipliers`` each method first trains at every multiplier of its learning rates
+    (:func:`learning_rates`) with the first seed, scored on the validation split; the best one is
+    then trained with every seed and scored on ``base_cfg.eval_split``. Finished runs (same config,
+    ``metrics.json`` present) are reused, so an interrupted compare resumes where it stopped.
+    """
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {}
     options: dict[str, dict] = {}
+    sweeps: dict[str, dict[float, float]] = {}
     base_metrics = None
     for method in methods:
         adapter = dict(base_cfg.adapter) if method == base_cfg.method else {}
@@ -84,7 +130,26 @@ def run_compare(
             adapter = solve_budget(
                 base_cfg.model, method, targets, base_cfg.task_type, budget_params, **adapter
             )
-        options[method] = adapter
+        options[method] = dict(adapter)
+        rates: dict[str, float] = {}
+        if lr_multipliers:
+            scores = {}
+            for mult in lr_multipliers:
+                cfg = dataclasses.replace(
+                    base_cfg,
+                    method=method,
+                    seed=seeds[0],
+                    adapter=adapter,
+                    out=str(out / "sweep" / f"{method}-lr{mult:g}"),
+                    eval_base=False,
+                    eval_split="validation",
+                    **learning_rates(method, base_cfg, mult),
+                )
+                scores[mult] = _macro(_train_or_reuse(cfg)["tuned"])
+            sweeps[method] = scores
+            best = max(scores, key=lambda m: (scores[m], -abs(m - 1)))  # ties: nearest the default
+            rates = learning_rates(method, base_cfg, best)
+            options[method]["lr×"] = best
         for seed in seeds:
             cfg = dataclasses.replace(
                 base_cfg,
@@ -93,14 +158,15 @@ def run_compare(
                 adapter=adapter,
                 out=str(out / "runs" / f"{method}-s{seed}"),
                 eval_base=base_metrics is None,
+                **rates,
             )
-            metrics = train(cfg, progress=False)
+            metrics = _train_or_reuse(cfg)
             if base_metrics is None:
                 base_metrics = metrics.get("base")
             runs.setdefault(method, []).append(metrics)
     table = summarize(runs, base_metrics, options)
     (out / "results.json").write_text(
-        json.dumps({"runs": runs, "base": base_metrics, "options": options}, indent=2)
+        json.dumps({"runs": runs, "base": base_metrics, "options": options, "lr_sweep": sweeps}, indent=2)
     )
     figures = plot_compare(runs, base_metrics, out / "figures")
     md = "\n".join(
@@ -111,11 +177,36 @@ def run_compare(
             "",
             table,
             "",
+            *_sweep_table(sweeps),
             *[f"![{p.stem}](figures/{p.name})" for p in figures],
         ]
     )
     (out / "results.md").write_text(md + "\n")
     return md
+
+
+def _sweep_table(sweeps: dict[str, dict[float, float]]) -> list[str]:
+    """Markdown lines: validation macro accuracy per method and learning-rate multiplier."""
+    if not sweeps:
+        return []
+    mults = sorted({m for scores in sweeps.values() for m in scores})
+    lines = [
+        "Learning-rate sweep (multiplier of each method's default rates; validation macro accuracy, "
+        "first seed):",
+        "",
+        "| method | " + " | ".join(f"×{m:g}" for m in mults) + " |",
+        "|---|" + "---|" * len(mults),
+    ]
+    for method, scores in sweeps.items():
+        best = max(scores, key=lambda m: (scores[m], -abs(m - 1)))
+        cells = [
+            ("**" if m == best else "") + f"{100 * scores[m]:.1f}" + ("**" if m == best else "")
+            if m in scores
+            else "-"
+            for m in mults
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def summarize(runs: dict[str, list[dict]], base: dict | None, options: dict[str, dict]) -> str:
