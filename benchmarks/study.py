@@ -1,0 +1,229 @@
+"""The evidence for issue 6: main comparisons, ablations and the study report, all resumable.
+
+Every run is one ``spectral_moe.training.run.train`` call in its own directory; a finished run (same
+config, ``metrics.json`` present) is reused, so each command can be interrupted and run again.
+
+    # main comparison: 5 methods at matched trainable parameters, learning-rate sweep on validation,
+    # then every seed on test (spectral-moe compare under the hood)
+    python benchmarks/study.py main --setting llm --seeds 0,1,2 --lr-sweep 0.3,1,3 --out results/study
+    python benchmarks/study.py main --setting encoder-multi --seeds 0,1,2 --lr-sweep 0.3,1,3 --out results/study
+    python benchmarks/study.py main --setting encoder-single --seeds 0,1,2 --lr-sweep 0.3,1,3 --out results/study
+
+    # ablations on the LLM setting (each variant x seeds); --only picks some by name
+    python benchmarks/study.py ablations --seeds 0,1 --out results/study [--only fm-real,frame-hermite]
+
+    # results/study_tables.md from whatever has finished (results/study.md discusses them)
+    python benchmarks/study.py report --out results/study
+
+``--steps``, ``--max-train``, ``--max-eval`` and ``--batch-size`` size the runs (CPU runs are slow:
+see the defaults per setting below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+from spectral_moe.evaluation.compare import _train_or_reuse, count_trainable, run_compare
+from spectral_moe.training.run import RunConfig
+
+METHODS = ["lora", "fourierft", "moelora", "fouriermoe", "frame"]
+
+# the classification tasks of suite:core (encoders get one head per task)
+ENCODER_TASKS = [
+    "bigbench:vitaminc_fact_verification",
+    "bigbench:strategyqa",
+    "bigbench:multiemo/hotels_text_en",
+    "bigbench:multiemo/medicine_text_en",
+    "bigbench:multiemo/products_text_en",
+    "bigbench:multiemo/reviews_text_en",
+]
+SINGLE_TASKS = ENCODER_TASKS[:3]
+
+SETTINGS = {
+    "llm": dict(
+        model="smollm2-135m",
+        tasks="suite:core",
+        task_type="causal_lm",
+        steps=60,
+        batch_size=8,
+        max_train=200,
+        max_eval=30,
+        max_length=160,
+    ),
+    "encoder-multi": dict(
+        model="minilm-l6",
+        tasks=",".join(ENCODER_TASKS),
+        task_type="seq_cls",
+        steps=150,
+        batch_size=16,
+        max_train=400,
+        max_eval=100,
+        max_length=128,
+    ),
+    "encoder-single": dict(
+        model="minilm-l6", task_type="seq_cls", steps=100, batch_size=16, max_train=400, max_eval=100
+    ),
+}
+
+# ablation name -> (method, adapter options); the LLM setting, every other option at its default
+ABLATIONS: dict[str, tuple[str, dict]] = {
+    "fm-default": ("fouriermoe", {}),
+    "fm-real": ("fouriermoe", {"complex_coefficients": False}),
+    "fm-uniform": ("fouriermoe", {"band_layout": "uniform"}),
+    "fm-spectral-router": ("fouriermoe", {"router_features": "spectral"}),
+    **{f"fm-top{k}": ("fouriermoe", {"top_k": k}) for k in (1, 4)},
+    **{f"fm-experts{z}": ("fouriermoe", {"num_experts": z}) for z in (2, 4, 16)},
+    **{f"fm-n{n}": ("fouriermoe", {"n_frequency": n}) for n in (62, 125, 500)},
+    "frame-default": ("frame", {}),
+    # the harness's FRAME default transform is hermite (training/methods.py)
+    **{f"frame-{t}": ("frame", {"transform": t}) for t in ("chirp", "weighted")},
+    "frame-fixed0": ("frame", {"learn_order": False, "order_init": 0.0}),
+    "frame-fixed1": ("frame", {"learn_order": False, "order_init": 1.0}),
+    "frame-orderlr0.1": ("frame", {"__order_lr_mult": 0.1}),
+    "frame-orderlr10": ("frame", {"__order_lr_mult": 10.0}),
+}
+
+
+def base_config(setting: str, args: argparse.Namespace, out: Path, tasks: str | None = None) -> RunConfig:
+    values = dict(SETTINGS[setting])
+    if tasks:
+        values["tasks"] = tasks
+    for key in ("steps", "max_train", "max_eval", "batch_size"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    return RunConfig(method="fouriermoe", out=str(out), logging_steps=10, save_steps=10_000, **values)
+
+
+def fouriermoe_budget(cfg: RunConfig) -> int:
+    """Trainable parameters of FourierMoE's defaults on this setting: the budget every method matches."""
+    from spectral_moe.training.run import DEFAULT_TARGETS, ENCODER_TARGETS
+
+    targets = DEFAULT_TARGETS if cfg.task_type == "causal_lm" else ENCODER_TARGETS
+    return count_trainable(cfg.model, "fouriermoe", targets, cfg.task_type)
+
+
+def cmd_main(args: argparse.Namespace) -> None:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    mults = [float(m) for m in args.lr_sweep.split(",")] if args.lr_sweep else None
+    methods = args.methods.split(",")
+    root = Path(args.out)
+    groups = [(args.setting, None)]
+    if args.setting == "encoder-single":
+        groups = [(f"encoder-single/{t.split(':', 1)[1].replace('/', '_')}", t) for t in SINGLE_TASKS]
+    for name, tasks in groups:
+        out = root / name
+        cfg = base_config(args.setting, args, out, tasks)
+        budget = args.budget or fouriermoe_budget(cfg)
+        print(f"== {name}: budget {budget:,} trainable parameters", flush=True)
+        run_compare(cfg, methods, seeds, out, budget_params=budget, lr_multipliers=mults)
+
+
+def cmd_ablations(args: argparse.Namespace) -> None:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = args.only.split(",") if args.only else list(ABLATIONS)
+    unknown = sorted(set(names) - set(ABLATIONS))
+    if unknown:
+        raise SystemExit(f"unknown ablation(s) {unknown}; known: {sorted(ABLATIONS)}")
+    root = Path(args.out) / "ablations"
+    base = base_config("llm", args, root)
+    for name in names:
+        method, options = ABLATIONS[name]
+        options = dict(options)
+        mult = options.pop("__order_lr_mult", None)
+        extra = {}
+        if mult is not None:
+            from spectral_moe.training.methods import DEFAULT_ORDER_LR
+
+            extra["order_lr"] = DEFAULT_ORDER_LR * mult
+        for seed in seeds:
+            cfg = dataclasses.replace(
+                base,
+                method=method,
+                seed=seed,
+                adapter=options,
+                out=str(root / f"{name}-s{seed}"),
+                eval_base=False,
+                **extra,
+            )
+            print(f"== ablation {name} seed {seed}", flush=True)
+            _train_or_reuse(cfg)
+
+
+def _macro(m: dict) -> float:
+    return m.get("macro_acc", m.get("macro_exact_match", float("nan")))
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.1f} ± {100 * std:.1f} (n={len(values)})"
+
+
+def ablation_table(root: Path) -> list[str]:
+    rows = []
+    for name, (method, options) in ABLATIONS.items():
+        results = [
+            json.loads(p.read_text()) for p in sorted((root / "ablations").glob(f"{name}-s*/metrics.json"))
+        ]
+        if not results:
+            continue
+        opts = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+        rows.append(
+            f"| {name} | {method} | {opts} | {results[0]['trainable_params']:,} | "
+            f"{_fmt([_macro(r['tuned']) for r in results])} |"
+        )
+    if not rows:
+        return []
+    return [
+        "## Ablations (LLM setting; macro accuracy on test, mean ± std over seeds)",
+        "",
+        "| ablation | method | options | params | macro acc |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    root = Path(args.out)
+    lines = ["# Study results (generated by `python benchmarks/study.py report`)", ""]
+    for md in sorted(root.glob("**/results.md")):
+        rel = md.relative_to(root.parent)
+        text = md.read_text().replace("](figures/", f"]({md.parent.relative_to(root.parent)}/figures/")
+        lines += [f"## {md.parent.relative_to(root)} (from `{rel}`)", "", *text.splitlines()[1:], ""]
+    lines += ablation_table(root)
+    target = root.parent / "study_tables.md"
+    target.write_text("\n".join(lines) + "\n")
+    print(target)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("main", "ablations", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--out", default="results/study")
+        if name == "report":
+            continue
+        p.add_argument("--seeds", default="0,1,2" if name == "main" else "0,1")
+        for key in ("steps", "max_train", "max_eval", "batch_size"):
+            p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int)
+        if name == "main":
+            p.add_argument("--setting", choices=list(SETTINGS), required=True)
+            p.add_argument("--methods", default=",".join(METHODS))
+            p.add_argument("--lr-sweep", default="0.3,1,3")
+            p.add_argument("--budget", type=int, help="trainable parameters (default: FourierMoE's)")
+        else:
+            p.add_argument("--only", help="comma list of ablation names")
+    args = ap.parse_args()
+    {"main": cmd_main, "ablations": cmd_ablations, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
