@@ -92,7 +92,7 @@ def base_config(setting: str, args: argparse.Namespace, out: Path, tasks: str | 
     values = dict(SETTINGS[setting])
     if tasks:
         values["tasks"] = tasks
-    for key in ("steps", "max_train", "max_eval", "batch_size"):
+    for key in ("steps", "max_train", "max_eval", "batch_size", "max_length"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     return RunConfig(method="fouriermoe", out=str(out), logging_steps=10, save_steps=10_000, **values)
@@ -212,7 +212,7 @@ def main() -> None:
         if name == "report":
             continue
         p.add_argument("--seeds", default="0,1,2" if name == "main" else "0,1")
-        for key in ("steps", "max_train", "max_eval", "batch_size"):
+        for key in ("steps", "max_train", "max_eval", "batch_size", "max_length"):
             p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int)
         if name == "main":
             p.add_argument("--setting", choices=list(SETTINGS), required=True)

@@ -9,6 +9,9 @@
 * ``coefficient_magnitude.png`` (FourierMoE) — mean ``|c_z|`` per expert across layers.
 * ``orders.png`` (FRAME) — learned order per layer and expert, and the router-weighted order
   ``Σ_z f_z a_z`` per task.
+* ``hidden_spectra.png`` (causal LMs) — per task, the power spectrum over the feature axis
+  ``|rfft(h_t)|²`` (orthonormal) of the pretrained model's hidden states at a middle layer, averaged
+  over the tokens of the task's examples: what a spectral router sees.
 """
 
 from __future__ import annotations
@@ -219,6 +222,50 @@ def plot_orders(layers, load: dict[str, dict[str, torch.Tensor]], out: Path) -> 
     return path
 
 
+@torch.no_grad()
+def hidden_state_spectra(
+    model, tokenizer, tasks, layer: int | None = None, max_examples: int = 20
+) -> dict[str, torch.Tensor]:
+    """``{task: P [d//2 + 1]}``: ``P_k = mean_t |rfft(h_t, norm="ortho")_k|²`` over the non-padding
+    tokens ``t`` of the task's test examples, ``h_t`` the hidden state after decoder layer ``layer``
+    (default: the middle one). Batched one example at a time (no padding)."""
+    from ..training.run import causal_lm_features
+
+    spectra = {}
+    for task in tasks:
+        examples = task.test[:max_examples]
+        if not examples:
+            continue
+        total, count = 0.0, 0
+        for ex in examples:
+            ids = torch.tensor([causal_lm_features(tokenizer, ex, 256)["input_ids"]])
+            states = model(input_ids=ids, output_hidden_states=True).hidden_states  # [L+1] x [1, S, d]
+            index = layer if layer is not None else (len(states) - 1) // 2
+            h = states[index][0].float()  # [S, d]
+            total = total + torch.fft.rfft(h, dim=-1, norm="ortho").abs().square().sum(0)
+            count += h.shape[0]
+        spectra[task.name] = total / count
+    return spectra
+
+
+def plot_hidden_spectra(spectra: dict[str, torch.Tensor], out: Path) -> Path | None:
+    if not spectra:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, power in spectra.items():
+        ax.semilogy(torch.linspace(0, 1, len(power)).numpy(), power.numpy(), label=name.split(":")[-1], lw=1)
+    ax.set_xlabel("normalised frequency over the feature axis")
+    ax.set_ylabel("mean power")
+    ax.set_title("hidden-state spectra per task (middle layer, pretrained model)")
+    ax.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    path = out / "hidden_spectra.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def analyze_run(run_dir: Path, max_examples: int = 20) -> list[Path]:
     """Write every figure of ``run_dir`` into ``run_dir/figures``; returns their paths."""
     from ..data import load_tasks
@@ -239,8 +286,13 @@ def analyze_run(run_dir: Path, max_examples: int = 20) -> list[Path]:
         (out / "expert_load.json").write_text(
             json.dumps({t: {n: v.tolist() for n, v in d.items()} for t, d in load.items()}, indent=1)
         )
+    spectra = {}
+    if cfg.get("task_type") != "seq_cls":
+        with model.disable_adapter():
+            spectra = hidden_state_spectra(model, tokenizer, tasks, max_examples=max_examples)
     paths = [
         plot_training_curve(run_dir / "train_log.jsonl", out),
+        plot_hidden_spectra(spectra, out),
         *plot_expert_load(load, out),
         plot_weight_psd(layers, out),
         plot_coefficients(layers, out),
