@@ -14,22 +14,38 @@ Hermitian spectrum of expert ``z`` (scatter-add, so repeated or self-conjugate p
 
 IDFT2 is ``torch.fft.ifft2`` ("backward" normalisation, 1/(MN)). The ½ makes the one-sided form on
 the right exactly peft FourierFT's ``get_delta_weight`` for real ``c``, so FourierFT's ``scaling``
-values carry over unchanged.
+values carry over unchanged. The dense path computes it as ``irfft2`` of the ``N//2+1`` stored
+columns of ``F_z`` (half the work and memory of ``ifft2``; exact because ``F_z`` is Hermitian).
 
-Applying ``ΔW_z`` without forming it (``x`` real)::
+Applying ``ΔW_z`` without forming it (``x`` real, ``R = rfft_N(x)`` [T, N//2+1])::
 
-    X = ifft_N(x)                                   [T, N]   (from rfft: X[v] = conj(R[v])/N, X[N−v] = R[v]/N)
-    H_t[u] = Σ_z g_{t,z} Σ_{j: u_{z,j}=u} c_{z,j} X_t[v_{z,j}]                 [T, M]
-    G_t[u] = ½ (H_t[u] + conj(H_t[−u]))             (Hermitian in u)
-    y_t = scaling · ifft_M(G_t) = scaling · irfft_M(G_t[0..M/2])                [T, M]
+    X = ifft_N(x):  X[v] = conj(R[v])/N for v ≤ N/2,  X[v] = R[N−v]/N otherwise
+    H_t[u] = Σ_z g_{t,z} Σ_{j: u_{z,j}=u} s·c_{z,j} X_t[v_{z,j}]                  [T, M]
+    y_t = Re(ifft_M(H_t)) = irfft_M(G_t),  G_t[u] = ½(H_t[u] + conj(H_t[−u])),  u = 0..M/2
 
-which equals ``Σ_z g_{t,z} ΔW_z x_t`` exactly. Cost per token ``O(N log N + M log M + Z·n)``.
+which equals ``Σ_z g_{t,z} ΔW_z x_t`` exactly (``s`` = scaling). Each term is ``w·D`` at row ``u``
+with ``w = s·c/N`` and ``D ∈ {R[f], conj(R[f])}``, ``f = min(v, N−v)``. The term ``conj(w)·conj(D)``
+at row ``−u`` has the same ``Re(ifft_M(·))``, so the *FFT plan* (``fft_plan``, built once per layer)
+moves every term into the rows ``r ∈ [0, M/2]`` that ``irfft`` reads, and gathers ``D`` from
+``S = [R, conj(R)]`` [T, 2(N//2+1)] so no data is ever conjugated per term::
+
+    (w', D', r) = (conj(w), conj(D), M−u)  if u > M/2,  else (w, D, u);    i = index of D' in S
+    c''_{z,j} = ρ_r · w'_{z,j},   ρ_r = 1 at r ∈ {0, M/2}, ½ elsewhere (irfft doubles interior rows)
+    G_t[r] = Σ_z g_{t,z} Σ_j c''_{z,j} S_t[i_{z,j}] δ[r_{z,j}]                  [T, M//2+1]
+    y_t = irfft_M(G_t)                                                           [T, M]
+
+complex-linear in ``S``: one gather, one multiply, one scatter-add per (token, expert, coefficient)
+into a half-size ``G``, then one ``irfft``. When ``top_k`` is given only the experts a token is
+routed to are visited (``T·k·n`` instead of ``T·Z·n`` terms, indexed per (token, slot) pair).
+``_SpectralMix`` carries the exact hand-written backward and saves only ``x``, the gates and ``c''``
+(never a ``[T, Z·n]`` tensor; ``R`` is recomputed). Cost per token ``O(N log N + M log M + k·n)``.
 FFTs run in float32 for half-precision inputs (torch has no bf16 FFT).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -69,6 +85,33 @@ def hermitian_spectrum(
     return spec.view(num_experts, d_out, d_in)
 
 
+def half_hermitian_spectrum(
+    coef_real: torch.Tensor,
+    coef_imag: torch.Tensor | None,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    d_out: int,
+    d_in: int,
+) -> torch.Tensor:
+    """Columns ``v = 0..N/2`` of ``F_z``, complex ``[Z, d_out, d_in//2+1]`` (all ``irfft2`` needs).
+
+    A term ``½c`` at ``(u, v)`` is kept when ``v ≤ N/2``; its mirror ``½conj(c)`` at ``(−u, −v)``
+    when ``(−v mod N) ≤ N/2``. Terms outside the stored half are written as zeros at index 0.
+    """
+    c = complex_coefficients(coef_real, coef_imag)
+    num_experts = c.shape[0]
+    half = d_in // 2 + 1
+    mirror_cols = (-cols) % d_in
+    keep, keep_mirror = cols < half, mirror_cols < half
+    flat = torch.where(keep, rows * half + cols, 0)
+    mirror = torch.where(keep_mirror, ((-rows) % d_out) * half + mirror_cols, 0)
+    zero = torch.zeros((), dtype=c.dtype, device=c.device)
+    spec = torch.zeros(num_experts, d_out * half, dtype=c.dtype, device=c.device)
+    spec = spec.scatter_add(1, flat, torch.where(keep, 0.5 * c, zero))
+    spec = spec.scatter_add(1, mirror, torch.where(keep_mirror, 0.5 * c.conj(), zero))
+    return spec.view(num_experts, d_out, half)
+
+
 def dense_delta_weight(
     coef_real: torch.Tensor,
     coef_imag: torch.Tensor | None,
@@ -80,24 +123,194 @@ def dense_delta_weight(
 ) -> torch.Tensor:
     """Reference ``ΔW_z = scaling · IDFT2(F_z)``, real ``[Z, d_out, d_in]`` in the FFT dtype.
 
-    ``F_z`` is Hermitian, so the imaginary part of ``ifft2(F_z)`` is zero up to rounding (tested); the
-    ``.real`` below drops only rounding noise.
+    Computed as ``irfft2`` of the stored half of ``F_z`` (``half_hermitian_spectrum``): ``F_z`` is
+    Hermitian, so this equals ``ifft2(F_z)`` (whose imaginary part is zero up to rounding, tested).
     """
     dtype = fft_dtype(coef_real.dtype)
-    spec = hermitian_spectrum(
+    spec = half_hermitian_spectrum(
         coef_real.to(dtype), None if coef_imag is None else coef_imag.to(dtype), rows, cols, d_out, d_in
     )
-    return torch.fft.ifft2(spec).real * scaling
+    return torch.fft.irfft2(spec, s=(d_out, d_in)) * scaling
 
 
-def fold_plan(cols: torch.Tensor, d_in: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For flat ``cols`` [K]: index into ``rfft`` and the sign of its imaginary part giving ``N·X[v]``.
+@dataclass(frozen=True)
+class FftPlan:
+    """Index plan of the FFT path for fixed positions (module docstring), built once per layer.
 
-    ``X[v] = ifft(x)[v] = conj(R[v])/N`` for ``v ≤ N/2`` and ``R[N−v]/N`` otherwise, ``R = rfft(x)``.
+    Per coefficient ``[Z, n]``: ``in_index`` (position of ``D`` in ``S = [R, conj(R)]``, in
+    ``[0, 2·(N//2+1))``; the same index finds ``conj(D)`` in ``[conj(R), R]``), ``out_index``
+    (row ``r`` in ``[0, M//2]``), ``conj_coef`` (the coefficient enters conjugated), ``rho`` (``½``, or
+    ``1`` at rows 0 and M/2). ``grad_scale`` [M//2+1]: ``1/(M·ρ_r)``, turning ``rfft(∂L/∂y)`` into
+    ``∂L/∂G``. ``*_flat``: the same indices flattened to ``[Z·n]``.
     """
+
+    in_index: torch.Tensor
+    out_index: torch.Tensor
+    conj_coef: torch.Tensor
+    rho: torch.Tensor
+    grad_scale: torch.Tensor
+    in_flat: torch.Tensor
+    out_flat: torch.Tensor
+    d_out: int
+    d_in: int
+
+    def to(self, device: torch.device) -> FftPlan:
+        """The plan on ``device`` (itself when already there)."""
+        if self.in_index.device == torch.device(device):
+            return self
+        moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        return FftPlan(**moved, d_out=self.d_out, d_in=self.d_in)
+
+    def real_vectors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(rho, grad_scale, N·w)`` in ``dtype``, cast once per dtype (``w``: rfft's adjoint weights)."""
+        cache = self.__dict__.setdefault("_casts", {})
+        if dtype not in cache:
+            d_in = self.d_in
+            w = torch.full((d_in // 2 + 1,), 0.5 * d_in, dtype=torch.float64, device=self.rho.device)
+            w[0] = d_in
+            if d_in % 2 == 0:
+                w[-1] = d_in
+            cache[dtype] = (self.rho.to(dtype), self.grad_scale.to(dtype), w.to(dtype))
+        return cache[dtype]
+
+
+def fft_plan(rows: torch.Tensor, cols: torch.Tensor, d_out: int, d_in: int) -> FftPlan:
+    """The ``FftPlan`` of positions ``rows``, ``cols`` [Z, n] (module docstring, "FFT plan")."""
+    bins = d_in // 2 + 1
+    data_conj = cols <= d_in // 2  # D = conj(R[f]) (else R[f])
+    flip = rows > d_out // 2  # moved to row M − u, coefficient and data conjugated
     folded = torch.minimum(cols, d_in - cols)
-    sign = torch.where(cols <= d_in // 2, -1.0, 1.0).to(cols.device)
-    return folded, sign
+    in_index = folded + bins * (data_conj ^ flip).long()
+    out_index = torch.where(flip, d_out - rows, rows)
+    edge = (out_index == 0) | ((d_out % 2 == 0) & (out_index == d_out // 2))
+    rho = torch.where(edge, 1.0, 0.5).double()
+    r = torch.arange(d_out // 2 + 1, device=rows.device)
+    rho_rows = torch.where((r == 0) | ((d_out % 2 == 0) & (r == d_out // 2)), 1.0, 0.5).double()
+    return FftPlan(
+        in_index=in_index.contiguous(),
+        out_index=out_index.contiguous(),
+        conj_coef=flip.contiguous(),
+        rho=rho,
+        grad_scale=1.0 / (d_out * rho_rows),
+        in_flat=in_index.reshape(-1).contiguous(),
+        out_flat=out_index.reshape(-1).contiguous(),
+        d_out=d_out,
+        d_in=d_in,
+    )
+
+
+# Routed gathering (only the top-k experts of each token) pays when the routed share k/Z is at most
+# this; measured by benchmarks/adapter_step.py (results/perf.md): at k/Z = 1/4 and 1/2 the routed
+# gather was 1.5-6x faster than visiting every expert, per-pair index tensors included.
+ROUTED_MAX_SHARE = 0.5
+
+
+def _doubled_spectrum(spec: torch.Tensor, swapped: bool = False) -> torch.Tensor:
+    """``S = [R, conj(R)]`` ``[T, 2·(N//2+1)]`` (``[conj(R), R]`` = ``conj(S)`` when ``swapped``): every
+    term gathers its data, or its conjugate, with the same index and without a per-term conjugation."""
+    return torch.cat([spec.conj(), spec] if swapped else [spec, spec.conj()], dim=-1)
+
+
+def _per_pair(table: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """``table[experts]`` ``[T, k, n]`` for a per-expert ``table`` [Z, n]: whole rows copied by
+    ``index_select`` (several times faster on CPU than advanced indexing, which goes element-wise)."""
+    return table.index_select(0, experts.reshape(-1)).view(*experts.shape, table.shape[1])
+
+
+def _term_index(flat: torch.Tensor, table: torch.Tensor, experts: torch.Tensor | None) -> torch.Tensor:
+    """Index of every term: the static ``flat`` [Z·n] (all experts) or ``table[experts]`` [T, k·n]."""
+    return flat if experts is None else _per_pair(table, experts).flatten(1)
+
+
+def _gather_terms(source: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``source[t, index]`` per (token, expert or slot, coefficient), ``shape`` = ``[T, Z or k, n]``."""
+    if index.dim() == 1:
+        return source.index_select(1, index).view(shape)
+    return source.gather(1, index).view(shape)
+
+
+def _scatter_terms(target: torch.Tensor, index: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
+    """``target[t, index] += terms`` in place (the adjoint of ``_gather_terms``)."""
+    if index.dim() == 1:
+        return target.index_add_(1, index, terms.flatten(1))
+    return target.scatter_add_(1, index, terms.flatten(1))
+
+
+class _SpectralMix(torch.autograd.Function):
+    """``y = irfft_M(G)``, ``G_t[r] = Σ g_{t,z} Σ_j c''_{z,j} S_t[i_{z,j}] δ[r_{z,j}]``, hand-written backward.
+
+    ``S = [R, conj(R)]``, ``R = rfft(x)``; ``i``, ``r`` from the ``FftPlan``. ``irfft``'s adjoint gives
+    ``dG = ∂L/∂G = rfft(∂L/∂y)/(M·ρ_r)`` (torch's convention for complex tensors, ∂L/∂Re + i∂L/∂Im);
+    with ``a = S[i]`` and ``P = dG[r] · conj(a)`` per (token, expert or slot, coefficient)::
+
+        ∂L/∂g_{t,z}   = Re Σ_j P_{t,z,j} conj(c''_{z,j})      ∂L/∂c''_{z,j} = Σ_t g_{t,z} P_{t,z,j}
+        ∂L/∂S_t[i]   += g_{t,z} dG_t[r] conj(c''_{z,j})       ∂L/∂R = ∂L/∂S[:N'] + conj(∂L/∂S[N':])
+        ∂L/∂x         = N · irfft_N(w ⊙ ∂L/∂R),  w = 1 at bins 0 and N/2, ½ elsewhere  (rfft's adjoint)
+
+    ``conj(a)`` is gathered with the same index from ``conj(S) = [conj(R), R]``. Saved: ``R``
+    ``[T, N//2+1]`` (the input spectrum, about the size of ``x``), ``coef``, ``gates``, ``experts``;
+    nothing of size ``[T, Z·n]`` is kept between forward and backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, coef, gates, experts, spec, plan):  # noqa: D102
+        if spec is None:
+            spec = torch.fft.rfft(x.to(fft_dtype(x.dtype)), dim=-1)
+        ctx.plan, ctx.routed, ctx.x_dtype = plan, experts is not None, x.dtype
+        ctx.save_for_backward(spec, coef, gates, *((experts,) if ctx.routed else ()))
+        shape = (spec.shape[0], *gates.shape[1:], coef.shape[1])
+        in_index = _term_index(plan.in_flat, plan.in_index, experts)
+        terms = _gather_terms(_doubled_spectrum(spec), in_index, shape)
+        terms.mul_(coef if experts is None else _per_pair(coef, experts))
+        terms.mul_(gates.to(spec.real.dtype).unsqueeze(-1))
+        half = torch.zeros(spec.shape[0], plan.d_out // 2 + 1, dtype=spec.dtype, device=spec.device)
+        out_index = _term_index(plan.out_flat, plan.out_index, experts)
+        return torch.fft.irfft(_scatter_terms(half, out_index, terms), n=plan.d_out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):  # noqa: D102
+        spec, coef, gates, *rest = ctx.saved_tensors
+        experts = rest[0] if ctx.routed else None
+        plan: FftPlan = ctx.plan
+        need_x, need_coef, need_gates = ctx.needs_input_grad[:3]
+        tokens, bins = spec.shape
+        shape = (tokens, *gates.shape[1:], coef.shape[1])
+        real_dtype = spec.real.dtype
+        gates_r = gates.to(real_dtype).unsqueeze(-1)
+        _, grad_scale, adjoint_weights = plan.real_vectors(real_dtype)
+        grad_half = torch.fft.rfft(grad_y.to(real_dtype), dim=-1).mul_(grad_scale)
+        d_terms = _gather_terms(
+            grad_half, _term_index(plan.out_flat, plan.out_index, experts), shape
+        )  # dG[r]
+        del grad_half
+        in_index = _term_index(plan.in_flat, plan.in_index, experts)
+        coef_conj = coef.conj().resolve_conj()
+        coef_conj_b = coef_conj if experts is None else _per_pair(coef_conj, experts)  # conj(c'') per term
+        grad_x = grad_coef = grad_gates = None
+        if need_coef or need_gates:
+            p = _gather_terms(_doubled_spectrum(spec, swapped=True), in_index, shape).mul_(d_terms)
+            if need_gates:  # vecdot(a, b) = Σ conj(a)·b, so this is Σ_j conj(c'')·P
+                grad_gates = torch.linalg.vecdot(coef_conj_b.conj(), p).real.to(gates.dtype)
+            if need_coef:
+                if experts is None:
+                    grad_coef = torch.einsum("tz,tzn->zn", gates_r.squeeze(-1).to(p.dtype), p)
+                else:  # Σ over the (token, slot) pairs routed to z of g·P: a real GEMM [Z, T·k] @ [T·k, 2n]
+                    slots, n = experts.shape[1], coef.shape[1]
+                    pair_gates = torch.zeros(
+                        coef.shape[0], tokens * slots, dtype=real_dtype, device=spec.device
+                    )
+                    pair_gates.scatter_(0, experts.view(1, -1), gates_r.view(1, -1))
+                    summed = pair_gates @ torch.view_as_real(p).view(tokens * slots, 2 * n)
+                    grad_coef = torch.view_as_complex(summed.view(-1, n, 2))
+            del p
+        if need_x:
+            d_a = d_terms.mul_(coef_conj_b).mul_(gates_r)
+            d_doubled = torch.zeros(tokens, 2 * bins, dtype=d_a.dtype, device=spec.device)
+            d_doubled = _scatter_terms(d_doubled, in_index, d_a)
+            d_spec = d_doubled[:, bins:].conj().add_(d_doubled[:, :bins]).mul_(adjoint_weights)
+            grad_x = torch.fft.irfft(d_spec, n=plan.d_in, dim=-1).to(ctx.x_dtype)
+        return grad_x, grad_coef, grad_gates, None, None, None
 
 
 def apply_fft(
@@ -110,6 +323,8 @@ def apply_fft(
     d_out: int,
     scaling: float,
     spectrum: torch.Tensor | None = None,
+    top_k: int | None = None,
+    plan: FftPlan | None = None,
 ) -> torch.Tensor:
     """``Σ_z gates[..., z] · ΔW_z x`` by 1-D FFTs (module docstring), without any dense ``ΔW``.
 
@@ -117,33 +332,34 @@ def apply_fft(
         x: real ``[..., d_in]``.
         coef_real, coef_imag: ``[Z, n]`` (``coef_imag`` None for real coefficients).
         rows, cols: int64 ``[Z, n]`` spectral positions.
-        gates: ``[..., Z]`` router weights (zeros outside the top-k).
+        gates: ``[..., Z]`` router weights.
         spectrum: ``rfft(x)`` in the FFT dtype ``[..., d_in//2+1]`` when the caller already has it.
+        top_k: the gates are zero outside each token's ``top_k`` largest (as the router makes
+            them): only those experts are visited, when that pays (``ROUTED_MAX_SHARE``), and the
+            gradient w.r.t. ``gates`` is computed at those positions only (the router's scatter
+            discards the others). ``None``: any gates, every expert visited.
+        plan: ``fft_plan(rows, cols, d_out, d_in)`` when the caller keeps it (built here otherwise).
     Returns:
         ``[..., d_out]`` in the FFT dtype (float32, or float64 for float64 inputs).
     """
     dtype = fft_dtype(x.dtype)
     lead = x.shape[:-1]
     d_in = x.shape[-1]
-    xt = x.reshape(-1, d_in).to(dtype)
-    g = gates.reshape(-1, gates.shape[-1]).to(dtype)
-    num_experts, n = coef_real.shape
-
-    if spectrum is None:
-        spectrum = torch.fft.rfft(xt, dim=-1)
-    spec_x = spectrum.reshape(-1, d_in // 2 + 1)  # [T, N//2+1]
-    folded, sign = fold_plan(cols.reshape(-1), d_in)
-    xv = spec_x[:, folded]  # [T, Z·n]
-    xv = torch.complex(xv.real, xv.imag * sign.to(dtype)) / d_in  # X[v] = ifft(x)[v]
+    num_experts = coef_real.shape[0]
+    if plan is None:
+        plan = fft_plan(rows, cols, d_out, d_in)
+    plan = plan.to(x.device)
+    xt = x.reshape(-1, d_in)
+    g = gates.reshape(-1, num_experts)
+    spec = None if spectrum is None else spectrum.detach().reshape(-1, d_in // 2 + 1)
 
     c = complex_coefficients(coef_real.to(dtype), None if coef_imag is None else coef_imag.to(dtype))
-    weights = (g.repeat_interleave(n, dim=1) * scaling).to(c.dtype) * c.reshape(1, -1)  # [T, Z·n]
-    h = torch.zeros(xt.shape[0], d_out, dtype=c.dtype, device=x.device)
-    h = h.index_add(1, rows.reshape(-1), xv * weights)  # H_t[u]
-    half = d_out // 2 + 1
-    mirror = (-torch.arange(half, device=x.device)) % d_out
-    g_half = 0.5 * (h[:, :half] + h[:, mirror].conj())  # Hermitian part, u = 0..M/2
-    y = torch.fft.irfft(g_half, n=d_out, dim=-1)
+    c = torch.where(plan.conj_coef, c.conj(), c) * (plan.real_vectors(dtype)[0] * (scaling / d_in))  # c''
+    experts = None
+    if top_k is not None and top_k < num_experts and top_k / num_experts <= ROUTED_MAX_SHARE:
+        experts = g.detach().topk(top_k, dim=-1).indices
+        g = g.gather(1, experts)
+    y = _SpectralMix.apply(xt, c, g, experts, spec, plan)  # [T, M]
     return y.reshape(*lead, d_out)
 
 
@@ -179,22 +395,72 @@ def log_band_energies(
     return torch.log(energies + eps)
 
 
-# Cost-model constants (relative seconds per unit of work on CPU, fp32), measured by
-# benchmarks/adapter_step.py; only their ratios matter.
-FFT_COST_PER_POINT_LOG = 1.0  # one complex butterfly of an rfft/irfft, per token
-GATHER_COST_PER_COEF = 10.0  # gather + complex multiply + index_add, per token per coefficient
-MATMUL_COST_PER_MAC = 0.25  # one multiply-accumulate of a dense float32 matmul
+# Cost model of forward_mode="auto": seconds per unit of work, forward + backward, CPU float32 (1 torch
+# thread), fitted by `python benchmarks/adapter_step.py --calibrate --threads 1` (results/perf.md:
+# non-negative least squares on relative error over 72 measured configurations, 64x64 to 2048x2048,
+# 16 to 1024 tokens, n = 64 to 1000). Only their ratios matter for the choice.
+FFT_PATH_OVERHEAD = 8.3e-4  # per call: the FFT path's few dozen small ops (plan, routing gather, casts)
+FFT_COST_PER_POINT_LOG = 5.9e-10  # per token per point·log₂(point) of the rfft/irfft of x, y and grads
+GATHER_COST_PER_COEF = 1.7e-8  # per token per visited coefficient: gather, multiply, scatter and adjoints
+FFT_COST_PER_POINT = 7.9e-10  # per token per input/output feature: zero fills, doubling, casts
+DENSE_PATH_OVERHEAD = 3.6e-4  # per call
+DENSE_FFT_COST_PER_POINT_LOG = 6.3e-10  # per ΔW entry·log₂(M·N): the irfft2 of every expert and its adjoint
+DENSE_COST_PER_ENTRY = 0.0  # per ΔW entry beyond the FFT (fitted as zero: absorbed by the term above)
+MATMUL_COST_PER_MAC = 8.0e-11  # per multiply-add of the dense matmuls (forward, grad of x, grad of ΔW)
 
 
-def fft_is_cheaper(tokens: int, d_out: int, d_in: int, num_experts: int, n_frequency: int) -> bool:
-    """Cost model of ``forward_mode="auto"``: True when the FFT path is expected to be faster.
+def path_work(
+    tokens: int, d_out: int, d_in: int, num_experts: int, n_frequency: int, top_k: int | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Work counts of the FFT and dense paths, matched term by term with the cost constants.
 
-    FFT path ≈ ``T·(N log₂N + M log₂M)/2 · c_fft + T·Z·n · c_gather``;
-    dense path ≈ ``Z·M·N·log₂(MN) · c_fft`` (one ifft2 per expert) ``+ T·Z·M·N · c_mac``.
+    FFT: ``(1, T·(N log₂N + M log₂M), T·k·n, T·(N+M))`` with ``k`` the experts visited per token
+    (``top_k`` when the routed gather pays, ``ROUTED_MAX_SHARE``; else ``Z``).
+    Dense: ``(1, Z·M·N·log₂(M·N), Z·M·N, T·Z·M·N)``.
     """
     log2 = math.log2
-    fft = tokens * (d_in * log2(max(d_in, 2)) + d_out * log2(max(d_out, 2))) / 2 * FFT_COST_PER_POINT_LOG
-    fft += tokens * num_experts * n_frequency * GATHER_COST_PER_COEF
-    dense = num_experts * d_out * d_in * log2(max(d_out * d_in, 2)) * FFT_COST_PER_POINT_LOG
-    dense += tokens * num_experts * d_out * d_in * MATMUL_COST_PER_MAC
+    routed = top_k is not None and top_k < num_experts and top_k / num_experts <= ROUTED_MAX_SHARE
+    visited = top_k if routed else num_experts
+    entries = num_experts * d_out * d_in
+    fft = (
+        1.0,
+        tokens * (d_in * log2(max(d_in, 2)) + d_out * log2(max(d_out, 2))),
+        tokens * visited * n_frequency,
+        tokens * (d_in + d_out),
+    )
+    dense = (1.0, entries * log2(max(d_out * d_in, 2)), entries, tokens * entries)
+    return fft, dense
+
+
+FFT_PATH_COSTS = (FFT_PATH_OVERHEAD, FFT_COST_PER_POINT_LOG, GATHER_COST_PER_COEF, FFT_COST_PER_POINT)
+DENSE_PATH_COSTS = (
+    DENSE_PATH_OVERHEAD,
+    DENSE_FFT_COST_PER_POINT_LOG,
+    DENSE_COST_PER_ENTRY,
+    MATMUL_COST_PER_MAC,
+)
+
+
+def predicted_seconds(
+    tokens: int, d_out: int, d_in: int, num_experts: int, n_frequency: int, top_k: int | None = None
+) -> tuple[float, float]:
+    """Cost-model seconds (forward + backward) of the FFT and the dense path."""
+    fft, dense = path_work(tokens, d_out, d_in, num_experts, n_frequency, top_k)
+    return (
+        sum(w * c for w, c in zip(fft, FFT_PATH_COSTS)),
+        sum(w * c for w, c in zip(dense, DENSE_PATH_COSTS)),
+    )
+
+
+def fft_is_cheaper(
+    tokens: int, d_out: int, d_in: int, num_experts: int, n_frequency: int, top_k: int | None = None
+) -> bool:
+    """Cost model of ``forward_mode="auto"``: True when the FFT path is expected to be faster.
+
+    ``cost = Σ_i work_i · c_i`` per path (``path_work`` and the constants above)::
+
+        FFT   ≈ c₀ + T·(N log₂N + M log₂M)·c_fft + T·k·n·c_gather + T·(N+M)·c_point
+        dense ≈ d₀ + Z·M·N·log₂(MN)·d_fft + Z·M·N·d_entry + T·Z·M·N·c_mac
+    """
+    fft, dense = predicted_seconds(tokens, d_out, d_in, num_experts, n_frequency, top_k)
     return fft < dense

@@ -21,7 +21,7 @@ from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
 from ...spectral import bands
-from ...spectral.fourier import apply_dense, apply_fft, dense_delta_weight, fft_is_cheaper
+from ...spectral.fourier import FftPlan, apply_dense, apply_fft, dense_delta_weight, fft_is_cheaper, fft_plan
 from ..moe_common import RoutedLayerMixin, linear_features
 from .config import FourierMoEConfig
 
@@ -52,6 +52,7 @@ class FourierMoELayer(RoutedLayerMixin):
         self.merged_adapters = []
         self.kwargs = kwargs
         self.in_features, self.out_features = linear_features(self.get_base_layer())
+        self._fft_plans: dict[str, FftPlan] = {}  # per adapter, built on first use (positions never change)
         self._init_routing_state()
 
     def update_layer(self, adapter_name: str, config: FourierMoEConfig, **kwargs: Any) -> None:
@@ -67,6 +68,7 @@ class FourierMoELayer(RoutedLayerMixin):
         self.fouriermoe_config[adapter_name] = config
         self.fouriermoe_rows[adapter_name] = rows.clone()
         self.fouriermoe_cols[adapter_name] = cols.clone()
+        self._fft_plans.pop(adapter_name, None)
         shape = (config.num_experts, config.n_frequency)
         init = torch.zeros if config.init_weights else torch.randn
         self.fouriermoe_spectrum_real[adapter_name] = nn.Parameter(init(shape))
@@ -120,9 +122,24 @@ class FourierMoELayer(RoutedLayerMixin):
         if config.forward_mode != "auto":
             return config.forward_mode
         cheaper = fft_is_cheaper(
-            num_tokens, self.out_features, self.in_features, config.num_experts, config.n_frequency
+            num_tokens,
+            self.out_features,
+            self.in_features,
+            config.num_experts,
+            config.n_frequency,
+            config.top_k,
         )
         return "fft" if cheaper else "dense"
+
+    def fft_plan(self, adapter_name: str) -> FftPlan:
+        """The FFT path's index plan (``spectral.fourier.fft_plan``), built once per adapter and device."""
+        rows = self.fouriermoe_rows[adapter_name]
+        plan = self._fft_plans.get(adapter_name)
+        if plan is None:
+            plan = fft_plan(rows, self.fouriermoe_cols[adapter_name], self.out_features, self.in_features)
+        plan = plan.to(rows.device)
+        self._fft_plans[adapter_name] = plan
+        return plan
 
     def adapter_delta(
         self,
@@ -149,6 +166,8 @@ class FourierMoELayer(RoutedLayerMixin):
             self.out_features,
             config.scaling,
             spectrum=spectrum() if spectrum is not None else None,
+            top_k=config.top_k,
+            plan=self.fft_plan(adapter_name),
         )
 
 

@@ -59,12 +59,15 @@ class FrameLayer(RoutedLayerMixin):
         self.merged_adapters = []
         self.kwargs = kwargs
         self.in_features, self.out_features = linear_features(self.get_base_layer())
+        # per adapter: (parameter versions, (A', B')) of the last forward without autograd (inference)
+        self._factor_cache: dict[str, tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
         self._init_routing_state()
 
     def update_layer(self, adapter_name: str, config: FrameConfig, **kwargs: Any) -> None:
         """Create adapter ``adapter_name``: Kaiming A, zero B, orders, router."""
         z, r = config.num_experts, config.r
         self.frame_config[adapter_name] = config
+        self._factor_cache.pop(adapter_name, None)
         lora_a = torch.empty(z, r, self.in_features)
         for i in range(z):  # init only: the same Kaiming-uniform bound as peft LoRA's A
             nn.init.kaiming_uniform_(lora_a[i], a=math.sqrt(5))
@@ -105,12 +108,34 @@ class FrameLayer(RoutedLayerMixin):
         )
 
     def effective_factors(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Real factors the tokens see: ``A' [Z, k, d_in]``, ``B' [Z, d_out, k]`` (k = r or 2r)."""
+        """Real factors the tokens see: ``A' [Z, k, d_in]``, ``B' [Z, d_out, k]`` (k = r or 2r).
+
+        The transforms run once per forward on the factors (never per token). Without autograd
+        (evaluation, generation) the transformed factors are cached and reused until ``A``, ``B`` or the
+        orders change (tracked by their version counters), so inference costs a rank-2r MoE-LoRA.
+        """
         lora_a, lora_b = self.frame_A[adapter_name], self.frame_B[adapter_name]
         if self._spatial_only(adapter_name):
             return lora_a, lora_b
         method = self.frame_config[adapter_name].transform
-        return transformed_factors(lora_a, lora_b, self.frame_orders(adapter_name), method)
+        order_source = (
+            self.frame_order_logit[adapter_name]
+            if adapter_name in self.frame_order_logit
+            else self.frame_order_fixed[adapter_name]
+        )
+        if torch.is_grad_enabled():
+            self._factor_cache.pop(adapter_name, None)
+            return transformed_factors(lora_a, lora_b, self.frame_orders(adapter_name), method)
+        sources = (lora_a, lora_b, order_source)
+        key = (torch.is_inference_mode_enabled(),) + tuple(
+            (id(t), t.data_ptr(), t._version, t.device, t.dtype) for t in sources
+        )
+        cached = self._factor_cache.get(adapter_name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        factors = transformed_factors(lora_a, lora_b, self.frame_orders(adapter_name), method)
+        self._factor_cache[adapter_name] = (key, factors)
+        return factors
 
     def delta_weights(self, adapter_name: str) -> torch.Tensor:
         """All experts' dense ``ΔW_z`` ``[Z, out, in]`` from dense transform matrices (reference path)."""
