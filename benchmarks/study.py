@@ -24,10 +24,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 from pathlib import Path
 
-from spectral_moe.evaluation.compare import _train_or_reuse, count_trainable, run_compare
+from spectral_moe.evaluation.compare import _macro, _mean_std, _train_or_reuse, count_trainable, run_compare
 from spectral_moe.training.run import RunConfig
 
 METHODS = ["lora", "fourierft", "moelora", "fouriermoe", "frame"]
@@ -153,15 +152,10 @@ def cmd_ablations(args: argparse.Namespace) -> None:
             _train_or_reuse(cfg)
 
 
-def _macro(m: dict) -> float:
-    return m.get("macro_acc", m.get("macro_exact_match", float("nan")))
-
-
 def _fmt(values: list[float]) -> str:
     if not values:
         return "-"
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    mean, std = _mean_std(values)
     return f"{100 * mean:.1f} ± {100 * std:.1f} (n={len(values)})"
 
 
