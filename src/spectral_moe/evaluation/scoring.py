@@ -43,6 +43,19 @@ def _prefix(tokenizer) -> list[int]:
     return [bos] if bos is not None else []
 
 
+def _context_forward(model, input_ids: torch.Tensor):
+    """Forward of a shared context for its KV cache and the last position's logits only.
+
+    ``logits_to_keep=1`` skips the vocabulary projection of every earlier position (a fifth of the
+    forward's cost on a 135M model with a 49k vocabulary); models whose forward does not take it
+    (older or custom ones) get the plain call.
+    """
+    try:
+        return model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+    except TypeError:
+        return model(input_ids=input_ids, use_cache=True)
+
+
 @torch.no_grad()
 def continuation_logprobs(
     model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 16, max_length: int = 1024
@@ -62,7 +75,7 @@ def continuation_logprobs(
     results: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for ctx, members in groups.items():
-        out = model(input_ids=torch.tensor([ctx], device=device), use_cache=True)
+        out = _context_forward(model, torch.tensor([ctx], device=device))
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's 1st token
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
