@@ -23,7 +23,9 @@ def test_hidden_state_spectra_match_a_direct_computation(tmp_path):
     hs = []
     for ex in examples:
         ids = torch.tensor([causal_lm_features(tok, ex, 256)["input_ids"]])
-        hs.append(model(input_ids=ids, output_hidden_states=True).hidden_states[2][0])  # middle of 5
+        hs.append(
+            model(input_ids=ids, output_hidden_states=True).hidden_states[2][0, 1:]
+        )  # middle of 5; no 1st token
     h = torch.cat(hs).detach().double()
     n = h.shape[-1]
     k = torch.arange(n // 2 + 1, dtype=torch.float64)

@@ -226,9 +226,14 @@ def plot_orders(layers, load: dict[str, dict[str, torch.Tensor]], out: Path) -> 
 def hidden_state_spectra(
     model, tokenizer, tasks, layer: int | None = None, max_examples: int = 20
 ) -> dict[str, torch.Tensor]:
-    """``{task: P [d//2 + 1]}``: ``P_k = mean_t |rfft(h_t, norm="ortho")_k|²`` over the non-padding
-    tokens ``t`` of the task's test examples, ``h_t`` the hidden state after decoder layer ``layer``
-    (default: the middle one). Batched one example at a time (no padding)."""
+    """``{task: P [d//2 + 1]}``: ``P_k = mean_t |rfft(h_t, norm="ortho")_k|²`` over the tokens ``t``
+    of the task's test examples except each sequence's first, ``h_t`` the hidden state after decoder
+    layer ``layer`` (default: the middle one). One example at a time (no padding).
+
+    The first position is left out because decoder LMs park a few huge "attention sink" activations
+    there (on smollm2 at the middle layer its squared norm is ~2x10^4 times the other tokens' mean,
+    measured), which would make short-prompt tasks look
+    louder at every frequency."""
     from ..training.run import causal_lm_features
 
     spectra = {}
@@ -241,22 +246,31 @@ def hidden_state_spectra(
             ids = torch.tensor([causal_lm_features(tokenizer, ex, 256)["input_ids"]])
             states = model(input_ids=ids, output_hidden_states=True).hidden_states  # [L+1] x [1, S, d]
             index = layer if layer is not None else (len(states) - 1) // 2
-            h = states[index][0].float()  # [S, d]
+            h = states[index][0, 1:].float()  # [S - 1, d]
+            if h.shape[0] == 0:
+                continue
             total = total + torch.fft.rfft(h, dim=-1, norm="ortho").abs().square().sum(0)
             count += h.shape[0]
-        spectra[task.name] = total / count
+        if count:
+            spectra[task.name] = total / count
     return spectra
 
 
-def plot_hidden_spectra(spectra: dict[str, torch.Tensor], out: Path) -> Path | None:
+def plot_hidden_spectra(spectra: dict[str, torch.Tensor], out: Path, bins: int = 32) -> Path | None:
+    """One line per task: ``P`` averaged over ``bins`` equal frequency bands and divided by its mean
+    over all frequencies, so the lines compare spectral shape (where the power sits), not loudness."""
     if not spectra:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, power in spectra.items():
-        ax.semilogy(torch.linspace(0, 1, len(power)).numpy(), power.numpy(), label=name.split(":")[-1], lw=1)
+        n = min(bins, len(power))
+        banded = torch.stack([chunk.mean() for chunk in torch.tensor_split(power, n)])
+        ax.semilogy(
+            torch.linspace(0, 1, n).numpy(), (banded / power.mean()).numpy(), label=name.split(":")[-1], lw=1
+        )
     ax.set_xlabel("normalised frequency over the feature axis")
-    ax.set_ylabel("mean power")
+    ax.set_ylabel("relative power (band mean / overall mean)")
     ax.set_title("hidden-state spectra per task (middle layer, pretrained model)")
     ax.legend(fontsize=5, ncol=2)
     fig.tight_layout()
