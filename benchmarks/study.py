@@ -15,6 +15,9 @@ config, ``metrics.json`` present) is reused, so each command can be interrupted 
     # results/study_tables.md from whatever has finished (results/study.md discusses them)
     python benchmarks/study.py report --out results/study
 
+    # analyze the LLM FourierMoE/FRAME runs and collect every figure into results/figures/
+    python benchmarks/study.py figures --out results/study
+
 ``--steps``, ``--max-train``, ``--max-eval`` and ``--batch-size`` size the runs (CPU runs are slow:
 see the defaults per setting below).
 """
@@ -197,13 +200,47 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(target)
 
 
+def cmd_figures(args: argparse.Namespace) -> None:
+    """``spectral-moe analyze`` on the LLM setting's seed-0 FourierMoE and FRAME runs, then every figure
+    the issue asks for copied to ``results/figures/`` under one flat naming scheme."""
+    import shutil
+
+    from spectral_moe.analysis.figures import analyze_run
+
+    root = Path(args.out)
+    dest = root.parent / "figures"
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for method in ("fouriermoe", "frame"):
+        run = root / "llm" / "runs" / f"{method}-s0"
+        if not (run / "metrics.json").is_file():
+            print(f"skipping {method}: {run} has not finished")
+            continue
+        for path in analyze_run(run, max_examples=args.max_examples):
+            target = dest / f"llm_{method}_{path.name}"
+            shutil.copyfile(path, target)
+            copied.append(target)
+    for setting in sorted(p.parent.parent for p in root.glob("**/figures/accuracy_vs_params.png")):
+        if setting.parent.name in ("runs", "sweep"):
+            continue
+        tag = str(setting.relative_to(root)).replace("/", "_")
+        for name in ("accuracy_vs_params.png", "accuracy_by_method.png"):
+            if (setting / "figures" / name).is_file():
+                target = dest / f"{tag}_{name}"
+                shutil.copyfile(setting / "figures" / name, target)
+                copied.append(target)
+    print("\n".join(str(p) for p in copied))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("main", "ablations", "report"):
+    for name in ("main", "ablations", "report", "figures"):
         p = sub.add_parser(name)
         p.add_argument("--out", default="results/study")
-        if name == "report":
+        if name == "figures":
+            p.add_argument("--max-examples", type=int, default=8, help="examples per task for analyze")
+        if name in ("report", "figures"):
             continue
         p.add_argument("--seeds", default="0,1,2" if name == "main" else "0,1")
         for key in ("steps", "max_train", "max_eval", "batch_size", "max_length"):
@@ -216,7 +253,9 @@ def main() -> None:
         else:
             p.add_argument("--only", help="comma list of ablation names")
     args = ap.parse_args()
-    {"main": cmd_main, "ablations": cmd_ablations, "report": cmd_report}[args.cmd](args)
+    {"main": cmd_main, "ablations": cmd_ablations, "report": cmd_report, "figures": cmd_figures}[args.cmd](
+        args
+    )
 
 
 if __name__ == "__main__":

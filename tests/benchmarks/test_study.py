@@ -31,3 +31,36 @@ def test_report_collects_ablations(tmp_path, monkeypatch):
     study.main()
     text = (tmp_path / "study_tables.md").read_text()
     assert "| fm-real | fouriermoe | complex_coefficients=False | 123 | 45.0 ± 7.1 (n=2) |" in text
+
+
+def test_figures_collects_analyze_output_and_comparison_plots(tmp_path, monkeypatch):
+    import spectral_moe.analysis.figures as figures
+
+    root = tmp_path / "study"
+    fm = root / "llm" / "runs" / "fouriermoe-s0"  # finished; frame-s0 has not finished
+    fm.mkdir(parents=True)
+    (fm / "metrics.json").write_text("{}")
+    (root / "llm" / "runs" / "frame-s0").mkdir()
+    for setting in ("llm", "encoder-single/strategyqa"):
+        (root / setting / "figures").mkdir(parents=True, exist_ok=True)
+        (root / setting / "figures" / "accuracy_vs_params.png").write_bytes(b"png")
+    analyzed = []
+
+    def fake_analyze(run_dir, max_examples):
+        analyzed.append((run_dir, max_examples))
+        (run_dir / "figures").mkdir(exist_ok=True)
+        path = run_dir / "figures" / "expert_load_per_task.png"
+        path.write_bytes(b"load")
+        return [path]
+
+    monkeypatch.setattr(figures, "analyze_run", fake_analyze)
+    monkeypatch.setattr(sys, "argv", ["study.py", "figures", "--out", str(root), "--max-examples", "3"])
+    study.main()
+    assert analyzed == [(fm, 3)]
+    dest = tmp_path / "figures"
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "encoder-single_strategyqa_accuracy_vs_params.png",
+        "llm_accuracy_vs_params.png",
+        "llm_fouriermoe_expert_load_per_task.png",
+    ]
+    assert (dest / "llm_fouriermoe_expert_load_per_task.png").read_bytes() == b"load"
