@@ -232,8 +232,7 @@ def hidden_state_spectra(
 
     The first position is left out because decoder LMs park a few huge "attention sink" activations
     there (on smollm2 at the middle layer its squared norm is ~2x10^4 times the other tokens' mean,
-    measured), which would make short-prompt tasks look
-    louder at every frequency."""
+    measured), which would make short-prompt tasks look louder at every frequency."""
     from ..training.run import causal_lm_features
 
     spectra = {}
