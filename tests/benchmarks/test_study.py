@@ -23,14 +23,20 @@ def test_every_ablation_is_a_valid_config(name):
 
 def test_report_collects_ablations(tmp_path, monkeypatch):
     root = tmp_path / "study"
-    for seed, acc in ((0, 0.4), (1, 0.5)):
-        run = root / "ablations" / f"fm-real-s{seed}"
-        run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps({"trainable_params": 123, "tuned": {"macro_acc": acc}}))
+    for name, scores in (("fm-real", (0.4, 0.5)), ("fm-default", (0.3, 0.3))):
+        for seed, acc in enumerate(scores):
+            run = root / "ablations" / f"{name}-s{seed}"
+            run.mkdir(parents=True)
+            tuned = {"macro_acc": acc, "macro_exact_match": 0.1}
+            (run / "metrics.json").write_text(json.dumps({"trainable_params": 123, "tuned": tuned}))
     monkeypatch.setattr(sys, "argv", ["study.py", "report", "--out", str(root)])
     study.main()
     text = (tmp_path / "study_tables.md").read_text()
-    assert "| fm-real | fouriermoe | complex_coefficients=False | 123 | 45.0 ± 7.1 (n=2) |" in text
+    assert (
+        "| fm-real | fouriermoe | complex_coefficients=False | 123 | 45.0 ± 7.1 (n=2) | 40.0, 50.0 | +15.0 | "
+        "10.0 ± 0.0 (n=2) |" in text
+    )
+    assert "| fm-default | fouriermoe | defaults | 123 | 30.0 ± 0.0 (n=2) | 30.0, 30.0 | - |" in text
 
 
 def test_figures_collects_analyze_output_and_comparison_plots(tmp_path, monkeypatch):
