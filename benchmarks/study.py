@@ -224,8 +224,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    """``spectral-moe analyze`` on the LLM setting's seed-0 FourierMoE and FRAME runs, then every figure
-    the issue asks for copied to ``results/figures/`` under one flat naming scheme."""
+    """``spectral-moe analyze`` on the LLM setting's seed-0 FourierMoE and FRAME runs (reused when a run
+    was analyzed already, unless ``--force``), then every figure the issue asks for copied to
+    ``results/figures/`` under one flat naming scheme."""
     import shutil
 
     from spectral_moe.analysis.figures import analyze_run
@@ -239,7 +240,13 @@ def cmd_figures(args: argparse.Namespace) -> None:
         if not (run / "metrics.json").is_file():
             print(f"skipping {method}: {run} has not finished")
             continue
-        for path in analyze_run(run, max_examples=args.max_examples):
+        done = (run / "figures" / "expert_load.json").is_file() and not args.force
+        paths = (
+            sorted((run / "figures").glob("*.png"))
+            if done
+            else analyze_run(run, max_examples=args.max_examples)
+        )
+        for path in paths:
             target = dest / f"llm_{method}_{path.name}"
             shutil.copyfile(path, target)
             copied.append(target)
@@ -263,6 +270,7 @@ def main() -> None:
         p.add_argument("--out", default="results/study")
         if name == "figures":
             p.add_argument("--max-examples", type=int, default=8, help="examples per task for analyze")
+            p.add_argument("--force", action="store_true", help="re-analyze runs already analyzed")
         if name in ("report", "figures"):
             continue
         p.add_argument("--seeds", default="0,1,2" if name == "main" else "0,1")

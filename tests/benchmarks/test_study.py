@@ -70,3 +70,11 @@ def test_figures_collects_analyze_output_and_comparison_plots(tmp_path, monkeypa
         "llm_fouriermoe_expert_load_per_task.png",
     ]
     assert (dest / "llm_fouriermoe_expert_load_per_task.png").read_bytes() == b"load"
+
+    # analyzed already (expert_load.json written): reused, not re-analyzed, unless --force
+    (fm / "figures" / "expert_load.json").write_text("{}")
+    study.main()
+    assert analyzed == [(fm, 3)]
+    monkeypatch.setattr(sys, "argv", ["study.py", "figures", "--out", str(root), "--force"])
+    study.main()
+    assert analyzed == [(fm, 3), (fm, 8)]
