@@ -10,7 +10,7 @@ config, ``metrics.json`` present) is reused, so each command can be interrupted 
     python benchmarks/study.py main --setting encoder-single --seeds 0,1,2 --lr-sweep 0.3,1,3 --out results/study
 
     # ablations on the LLM setting (each variant x seeds); --only picks some by name
-    python benchmarks/study.py ablations --seeds 0,1 --out results/study [--only fm-real,frame-hermite]
+    python benchmarks/study.py ablations --seeds 0,1 --out results/study [--only fm-real,frame-chirp]
 
     # results/study_tables.md from whatever has finished (results/study.md discusses them)
     python benchmarks/study.py report --out results/study
@@ -80,14 +80,15 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     **{f"fm-top{k}": ("fouriermoe", {"top_k": k}) for k in (1, 4)},
     **{f"fm-experts{z}": ("fouriermoe", {"num_experts": z}) for z in (2, 4, 16)},
     **{f"fm-n{n}": ("fouriermoe", {"n_frequency": n}) for n in (62, 125, 500)},
-    "frame-default": ("frame", {}),
-    # the harness's FRAME default transform is hermite (training/methods.py)
-    **{f"frame-{t}": ("frame", {"transform": t}) for t in ("chirp", "weighted")},
-    "frame-fixed0": ("frame", {"learn_order": False, "order_init": 0.0}),
-    "frame-fixed1": ("frame", {"learn_order": False, "order_init": 1.0}),
-    "frame-orderlr0.1": ("frame", {"__order_lr_mult": 0.1}),
-    "frame-orderlr10": ("frame", {"__order_lr_mult": 10.0}),
+    # FRAME's reference is the hermite transform, the harness default when the study ran; the study
+    # then made "weighted" the default (FrameConfig), so every FRAME variant names its transform.
+    **{f"frame-{t}": ("frame", {"transform": t}) for t in ("hermite", "chirp", "weighted")},
+    "frame-fixed0": ("frame", {"transform": "hermite", "learn_order": False, "order_init": 0.0}),
+    "frame-fixed1": ("frame", {"transform": "hermite", "learn_order": False, "order_init": 1.0}),
+    "frame-orderlr0.1": ("frame", {"transform": "hermite", "__order_lr_mult": 0.1}),
+    "frame-orderlr10": ("frame", {"transform": "hermite", "__order_lr_mult": 10.0}),
 }
+REFERENCE = {"fouriermoe": "fm-default", "frame": "frame-hermite"}
 
 
 def base_config(setting: str, args: argparse.Namespace, out: Path, tasks: str | None = None) -> RunConfig:
@@ -178,7 +179,8 @@ def _ablation_scores(root: Path, name: str) -> tuple[dict[int, float], dict[int,
 def ablation_table(root: Path) -> list[str]:
     """Markdown table of the finished ablations.
 
-    ``Δ acc`` is the mean over the seeds both have of (variant − its method's default run), in points:
+    ``Δ acc`` is the mean over the seeds both have of (variant − its method's reference run,
+    :data:`REFERENCE`), in points:
     the runs of one seed share data order and initialisation of everything the option leaves alone,
     so the paired difference is less noisy than the difference of the two means.
     """
@@ -187,7 +189,7 @@ def ablation_table(root: Path) -> list[str]:
         acc, em, params = _ablation_scores(root, name)
         if not acc:
             continue
-        default = "fm-default" if method == "fouriermoe" else "frame-default"
+        default = REFERENCE[method]
         base_acc = _ablation_scores(root, default)[0]
         paired = [acc[s] - base_acc[s] for s in sorted(acc) if s in base_acc]
         delta = "-" if name == default or not paired else f"{100 * sum(paired) / len(paired):+.1f}"
@@ -202,7 +204,7 @@ def ablation_table(root: Path) -> list[str]:
     return [
         "## Ablations (LLM setting; test split, mean ± std over seeds)",
         "",
-        "| ablation | method | options | params | macro acc | per seed | Δ acc vs default (paired) | "
+        "| ablation | method | options | params | macro acc | per seed | Δ acc vs reference (paired) | "
         "macro exact match (arithmetic) |",
         "|---|---|---|---|---|---|---|---|",
         *rows,

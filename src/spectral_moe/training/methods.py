@@ -18,8 +18,8 @@ METHODS = ("fouriermoe", "frame", "moelora", "lora", "fourierft")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "fouriermoe": {"num_experts": 8, "top_k": 2, "n_frequency": 250, "scaling": 150.0},
-    # hermite: exact, unitary, a true fractional rotation, and cheap on the factors (results/frft_accuracy.md)
-    "frame": {"num_experts": 8, "top_k": 2, "r": 4, "lora_alpha": 8.0, "transform": "hermite"},
+    # transform: FrameConfig's default ("weighted", chosen by the study's ablation; see its docstring)
+    "frame": {"num_experts": 8, "top_k": 2, "r": 4, "lora_alpha": 8.0},
     "moelora": {"num_experts": 8, "top_k": 2, "r": 4, "lora_alpha": 8.0},
     "lora": {"r": 8, "lora_alpha": 16},
     "fourierft": {"n_frequency": 1000, "scaling": 150.0, "init_weights": True},
