@@ -72,14 +72,16 @@ SETTINGS = {
 }
 
 # ablation name -> (method, adapter options); the LLM setting, every other option at its default
+# FourierMoE's reference is n_frequency=250, its default when the study ran (the study then made 500
+# the default), so every FourierMoE variant states n explicitly.
+_N = {"n_frequency": 250}
 ABLATIONS: dict[str, tuple[str, dict]] = {
-    "fm-default": ("fouriermoe", {}),
-    "fm-real": ("fouriermoe", {"complex_coefficients": False}),
-    "fm-uniform": ("fouriermoe", {"band_layout": "uniform"}),
-    "fm-spectral-router": ("fouriermoe", {"router_features": "spectral"}),
-    **{f"fm-top{k}": ("fouriermoe", {"top_k": k}) for k in (1, 4)},
-    **{f"fm-experts{z}": ("fouriermoe", {"num_experts": z}) for z in (2, 4, 16)},
-    **{f"fm-n{n}": ("fouriermoe", {"n_frequency": n}) for n in (62, 125, 500)},
+    **{f"fm-n{n}": ("fouriermoe", {"n_frequency": n}) for n in (62, 125, 250, 500)},
+    "fm-real": ("fouriermoe", {**_N, "complex_coefficients": False}),
+    "fm-uniform": ("fouriermoe", {**_N, "band_layout": "uniform"}),
+    "fm-spectral-router": ("fouriermoe", {**_N, "router_features": "spectral"}),
+    **{f"fm-top{k}": ("fouriermoe", {**_N, "top_k": k}) for k in (1, 4)},
+    **{f"fm-experts{z}": ("fouriermoe", {**_N, "num_experts": z}) for z in (2, 4, 16)},
     # FRAME's reference is the hermite transform, the harness default when the study ran; the study
     # then made "weighted" the default (FrameConfig), so every FRAME variant names its transform.
     **{f"frame-{t}": ("frame", {"transform": t}) for t in ("hermite", "chirp", "weighted")},
@@ -88,7 +90,7 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     "frame-orderlr0.1": ("frame", {"transform": "hermite", "__order_lr_mult": 0.1}),
     "frame-orderlr10": ("frame", {"transform": "hermite", "__order_lr_mult": 10.0}),
 }
-REFERENCE = {"fouriermoe": "fm-default", "frame": "frame-hermite"}
+REFERENCE = {"fouriermoe": "fm-n250", "frame": "frame-hermite"}
 
 
 def base_config(setting: str, args: argparse.Namespace, out: Path, tasks: str | None = None) -> RunConfig:

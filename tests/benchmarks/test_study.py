@@ -23,7 +23,7 @@ def test_every_ablation_is_a_valid_config(name):
 
 def test_report_collects_ablations(tmp_path, monkeypatch):
     root = tmp_path / "study"
-    for name, scores in (("fm-real", (0.4, 0.5)), ("fm-default", (0.3, 0.3))):
+    for name, scores in (("fm-real", (0.4, 0.5)), ("fm-n250", (0.3, 0.3))):
         for seed, acc in enumerate(scores):
             run = root / "ablations" / f"{name}-s{seed}"
             run.mkdir(parents=True)
@@ -33,10 +33,10 @@ def test_report_collects_ablations(tmp_path, monkeypatch):
     study.main()
     text = (tmp_path / "study_tables.md").read_text()
     assert (
-        "| fm-real | fouriermoe | complex_coefficients=False | 123 | 45.0 ± 7.1 (n=2) | 40.0, 50.0 | +15.0 | "
+        "| fm-real | fouriermoe | n_frequency=250, complex_coefficients=False | 123 | 45.0 ± 7.1 (n=2) | 40.0, 50.0 | +15.0 | "
         "10.0 ± 0.0 (n=2) |" in text
     )
-    assert "| fm-default | fouriermoe | defaults | 123 | 30.0 ± 0.0 (n=2) | 30.0, 30.0 | - |" in text
+    assert "| fm-n250 | fouriermoe | n_frequency=250 | 123 | 30.0 ± 0.0 (n=2) | 30.0, 30.0 | - |" in text
 
 
 def test_figures_collects_analyze_output_and_comparison_plots(tmp_path, monkeypatch):

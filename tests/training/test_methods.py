@@ -11,11 +11,12 @@ def test_frame_default_transform_is_the_studys_choice():
     assert build_peft_config("frame", ["q_proj"], transform="chirp").transform == "chirp"
 
 
-def test_fouriermoe_defaults_kept_by_the_study():
+def test_fouriermoe_defaults_set_or_kept_by_the_study():
     config = FourierMoEConfig(target_modules=["q_proj"])
     assert (config.band_layout, config.router_features, config.complex_coefficients) == (
         "radial",
         "hidden",
         True,
     )
-    assert (config.num_experts, config.top_k, config.n_frequency) == (8, 2, 250)
+    assert (config.num_experts, config.top_k, config.n_frequency) == (8, 2, 500)
+    assert build_peft_config("fouriermoe", ["q_proj"]).n_frequency == 500

@@ -17,7 +17,8 @@ from ..tuners.frame import FrameConfig, MoELoraConfig
 METHODS = ("fouriermoe", "frame", "moelora", "lora", "fourierft")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "fouriermoe": {"num_experts": 8, "top_k": 2, "n_frequency": 250, "scaling": 150.0},
+    # n_frequency: FourierMoEConfig's default (500, chosen by the study's ablation; see its docstring)
+    "fouriermoe": {"num_experts": 8, "top_k": 2, "scaling": 150.0},
     # transform: FrameConfig's default ("weighted", chosen by the study's ablation; see its docstring)
     "frame": {"num_experts": 8, "top_k": 2, "r": 4, "lora_alpha": 8.0},
     "moelora": {"num_experts": 8, "top_k": 2, "r": 4, "lora_alpha": 8.0},
