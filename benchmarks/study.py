@@ -182,9 +182,9 @@ def ablation_table(root: Path) -> list[str]:
     """Markdown table of the finished ablations.
 
     ``Δ acc`` is the mean over the seeds both have of (variant − its method's reference run,
-    :data:`REFERENCE`), in points:
-    the runs of one seed share data order and initialisation of everything the option leaves alone,
-    so the paired difference is less noisy than the difference of the two means.
+    :data:`REFERENCE`), in points: the runs of one seed share data order and initialisation of
+    everything the option leaves alone, so the paired difference is less noisy than the difference
+    of the two means.
     """
     rows = []
     for name, (method, options) in ABLATIONS.items():
