@@ -118,13 +118,19 @@ def cmd_main(args: argparse.Namespace) -> None:
     root = Path(args.out)
     groups = [(args.setting, None)]
     if args.setting == "encoder-single":
-        groups = [(f"encoder-single/{t.split(':', 1)[1].replace('/', '_')}", t) for t in SINGLE_TASKS]
+        chosen = args.single_tasks.split(",") if args.single_tasks else SINGLE_TASKS
+        unknown = sorted(set(chosen) - set(SINGLE_TASKS))
+        if unknown:
+            raise SystemExit(f"unknown single task(s) {unknown}; known: {SINGLE_TASKS}")
+        groups = [(f"encoder-single/{t.split(':', 1)[1].replace('/', '_')}", t) for t in chosen]
     for name, tasks in groups:
         out = root / name
         cfg = base_config(args.setting, args, out, tasks)
         budget = args.budget or fouriermoe_budget(cfg)
         print(f"== {name}: budget {budget:,} trainable parameters", flush=True)
-        run_compare(cfg, methods, seeds, out, budget_params=budget, lr_multipliers=mults)
+        run_compare(
+            cfg, methods, seeds, out, budget_params=budget, lr_multipliers=mults, lr_extend=args.lr_extend
+        )
 
 
 def cmd_ablations(args: argparse.Namespace) -> None:
@@ -284,7 +290,11 @@ def main() -> None:
             p.add_argument("--setting", choices=list(SETTINGS), required=True)
             p.add_argument("--methods", default=",".join(METHODS))
             p.add_argument("--lr-sweep", default="0.3,1,3")
+            p.add_argument(
+                "--lr-extend", type=int, default=0, help="points tried past a winning grid edge, per side"
+            )
             p.add_argument("--budget", type=int, help="trainable parameters (default: FourierMoE's)")
+            p.add_argument("--single-tasks", help="encoder-single: comma list of tasks (default: all three)")
         else:
             p.add_argument("--only", help="comma list of ablation names")
     args = ap.parse_args()

@@ -155,6 +155,33 @@ def test_compare_lr_sweep_picks_on_validation_and_resumes(tiny, tmp_path, capsys
     assert {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")} == stamps
 
 
+def test_compare_lr_extend_goes_past_a_winning_edge(tiny, tmp_path, monkeypatch):
+    """--lr-extend reaches run_compare's sweep: scores rigged so the top edge keeps winning once."""
+    import spectral_moe.evaluation.compare as compare
+
+    model, task = tiny
+    real = compare._train_or_reuse
+    rigged = {0.5: 0.1, 2.0: 0.2, 8.0: 0.3, 32.0: 0.25}  # validation macro acc by multiplier
+
+    def fake(cfg):
+        metrics = real(cfg)
+        if cfg.eval_split == "validation":
+            mult = round(cfg.lr / 1e-3, 6)
+            metrics["tuned"] = {**metrics["tuned"], "macro_acc": rigged[mult]}
+        return metrics
+
+    monkeypatch.setattr(compare, "_train_or_reuse", fake)
+    out = tmp_path / "cmp"
+    argv = ["compare", "--methods", "lora", "--model", model, "--tasks", f"jsonl:{task}", "--steps", "1"]
+    argv += ["--lr-sweep", "0.5,2", "--lr-extend", "3", "--out", str(out), "--quiet", "--set", "adapter.r=2"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(float(k) for k in results["lr_sweep"]["lora"]) == [0.5, 2.0, 8.0, 32.0]
+    assert results["options"]["lora"]["lr×"] == 8.0
+    cfg = json.loads((out / "runs" / "lora-s0" / "run_config.json").read_text())
+    assert cfg["lr"] == pytest.approx(8e-3)
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [
@@ -166,6 +193,8 @@ def test_compare_lr_sweep_picks_on_validation_and_resumes(tiny, tmp_path, capsys
         (["compare", "--methods", "lora,nope", "--out", "x"], "--methods"),
         (["eval"], "RUN_DIR or --base"),
         (["compare", "--methods", "lora", "--lr-sweep", "1,x", "--out", "x"], "--lr-sweep"),
+        (["compare", "--methods", "lora", "--lr-extend", "1", "--out", "x"], "--lr-extend needs --lr-sweep"),
+        (["compare", "--methods", "lora", "--lr-sweep", "1", "--lr-extend", "-1", "--out", "x"], ">= 0"),
         (["train", "--model", "/no/such/model", "--steps", "1"], "not found"),
         (["train", "--model", "./missing-model", "--steps", "1"], "smollm2-135m"),
         (["train", "--tasks", "jsonl:missing.jsonl", "--steps", "1"], "not found"),

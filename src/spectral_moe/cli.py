@@ -177,8 +177,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise CliError(f"--lr-sweep must be a comma list of numbers, got {args.lr_sweep!r}") from err
     if mults and not all(m > 0 for m in mults):
         raise CliError(f"--lr-sweep multipliers must be > 0, got {args.lr_sweep!r}")
+    if args.lr_extend < 0:
+        raise CliError(f"--lr-extend must be >= 0, got {args.lr_extend}")
+    if args.lr_extend and not mults:
+        raise CliError("--lr-extend needs --lr-sweep")
     report = run_compare(
-        base_cfg, methods, seeds, Path(args.out), budget_params=args.budget_params, lr_multipliers=mults
+        base_cfg,
+        methods,
+        seeds,
+        Path(args.out),
+        budget_params=args.budget_params,
+        lr_multipliers=mults,
+        lr_extend=args.lr_extend,
     )
     print(report)
     return 0
@@ -307,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr-sweep",
         help="comma list of learning-rate multipliers (e.g. 0.3,1,3) tried per method on the validation "
         "split with the first seed; the best is used for all seeds",
+    )
+    p.add_argument(
+        "--lr-extend",
+        type=int,
+        default=0,
+        help="when a sweep's best multiplier is at the grid's edge, try up to this many more points "
+        "past it, continuing the grid geometrically (default 0: the grid as given)",
     )
     p.add_argument("--out", required=True, help="results directory")
     _add_run_options(p, with_method=False)

@@ -78,3 +78,22 @@ def test_figures_collects_analyze_output_and_comparison_plots(tmp_path, monkeypa
     monkeypatch.setattr(sys, "argv", ["study.py", "figures", "--out", str(root), "--force"])
     study.main()
     assert analyzed == [(fm, 3), (fm, 8)]
+
+
+def test_main_encoder_single_runs_the_chosen_tasks_with_the_sweep_options(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(study, "fouriermoe_budget", lambda cfg: 1000)
+    monkeypatch.setattr(study, "run_compare", lambda cfg, *a, **kw: calls.append((cfg.tasks, a[2], kw)))
+    argv = ["study.py", "main", "--setting", "encoder-single", "--out", str(tmp_path), "--lr-extend", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--single-tasks", "bigbench:strategyqa"])
+    study.main()
+    assert calls == [
+        (
+            "bigbench:strategyqa",
+            tmp_path / "encoder-single" / "strategyqa",
+            {"budget_params": 1000, "lr_multipliers": [0.3, 1.0, 3.0], "lr_extend": 1},
+        ),
+    ]
+    monkeypatch.setattr(sys, "argv", [*argv, "--single-tasks", "bigbench:nope"])
+    with pytest.raises(SystemExit, match="unknown single task"):
+        study.main()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,40 @@ def learning_rates(method: str, base_cfg, multiplier: float) -> dict[str, float]
     return out
 
 
+def _best_multiplier(scores: dict[float, float]) -> float:
+    """The multiplier with the highest score; ties go to the one nearest the default (×1)."""
+    return max(scores, key=lambda m: (scores[m], -abs(m - 1)))
+
+
+def sweep_learning_rate(
+    score: Callable[[float], float], multipliers: list[float], extend: int = 0
+) -> dict[float, float]:
+    """``{multiplier: score(multiplier)}`` over ``multipliers``, extended past an edge that wins.
+
+    A sweep whose best point is its smallest or largest multiplier has not bracketed the optimum.
+    With ``extend=E`` such a sweep goes on, one point at a time, on the winning side: the next point
+    continues the grid geometrically, ``m_min · (m_min / m_2nd)`` below or ``m_max · (m_max / m_2nd)``
+    above (a single-point sweep steps by ×10), at most ``E`` points per side, stopping as soon as the
+    best point is interior. The same rule applies to every method, so the sweeps stay comparable.
+    """
+    if not multipliers:
+        raise ValueError("multipliers must not be empty")
+    scores = {m: score(m) for m in sorted(set(multipliers))}
+    added = {"low": 0, "high": 0}
+    while True:
+        grid = sorted(scores)
+        best = _best_multiplier(scores)
+        if best == grid[0] and added["low"] < extend:
+            side, ratio = "low", (grid[0] / grid[1] if len(grid) > 1 else 0.1)
+        elif best == grid[-1] and added["high"] < extend:
+            side, ratio = "high", (grid[-1] / grid[-2] if len(grid) > 1 else 10.0)
+        else:
+            return scores
+        nxt = float(f"{best * ratio:.6g}")  # 0.3 · 0.3/1 = 0.09, not 0.09000000000000001
+        added[side] += 1
+        scores[nxt] = score(nxt)
+
+
 def _train_or_reuse(cfg) -> dict:
     """``train(cfg)``, or the metrics of a finished run with the same config in ``cfg.out`` (resume)."""
     from ..training.run import train
@@ -106,12 +141,15 @@ def run_compare(
     out: Path,
     budget_params: int | None = None,
     lr_multipliers: list[float] | None = None,
+    lr_extend: int = 0,
 ) -> str:
     """Train every (method, seed), write ``results.md``, ``results.json`` and figures; return the markdown.
 
     With ``lr_multipliers`` each method first trains at every multiplier of its learning rates
     (:func:`learning_rates`) with the first seed, scored on the validation split; the best one is
-    then trained with every seed and scored on ``base_cfg.eval_split``. Finished runs (same config,
+    then trained with every seed and scored on ``base_cfg.eval_split``. With ``lr_extend=E`` a sweep
+    whose best multiplier is at an edge of the grid goes on past it, up to ``E`` points per side
+    (:func:`sweep_learning_rate`). Finished runs (same config,
     ``metrics.json`` present) are reused, so an interrupted compare resumes where it stopped.
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -133,8 +171,8 @@ def run_compare(
         options[method] = dict(adapter)
         rates: dict[str, float] = {}
         if lr_multipliers:
-            scores = {}
-            for mult in lr_multipliers:
+
+            def score(mult: float, method: str = method, adapter: dict = adapter) -> float:
                 cfg = dataclasses.replace(
                     base_cfg,
                     method=method,
@@ -145,9 +183,11 @@ def run_compare(
                     eval_split="validation",
                     **learning_rates(method, base_cfg, mult),
                 )
-                scores[mult] = _macro(_train_or_reuse(cfg)["tuned"])
+                return _macro(_train_or_reuse(cfg)["tuned"])
+
+            scores = sweep_learning_rate(score, lr_multipliers, extend=lr_extend)
             sweeps[method] = scores
-            best = max(scores, key=lambda m: (scores[m], -abs(m - 1)))  # ties: nearest the default
+            best = _best_multiplier(scores)
             rates = learning_rates(method, base_cfg, best)
             options[method]["lr×"] = best
         for seed in seeds:
@@ -198,7 +238,7 @@ def _sweep_table(sweeps: dict[str, dict[float, float]]) -> list[str]:
         "|---|" + "---|" * len(mults),
     ]
     for method, scores in sweeps.items():
-        best = max(scores, key=lambda m: (scores[m], -abs(m - 1)))
+        best = _best_multiplier(scores)
         cells = [
             ("**" if m == best else "") + f"{100 * scores[m]:.1f}" + ("**" if m == best else "")
             if m in scores
