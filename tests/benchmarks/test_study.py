@@ -23,7 +23,13 @@ def test_every_ablation_is_a_valid_config(name):
 
 def test_report_collects_ablations(tmp_path, monkeypatch):
     root = tmp_path / "study"
-    for name, scores in (("fm-real", (0.4, 0.5)), ("fm-n250", (0.3, 0.3))):
+    arms = (
+        ("fm-real", (0.4, 0.5)),
+        ("fm-n250", (0.3, 0.3)),
+        ("frame-orderlr10", (0.2,)),
+        ("frame-hermite", (0.1,)),
+    )
+    for name, scores in arms:
         for seed, acc in enumerate(scores):
             run = root / "ablations" / f"{name}-s{seed}"
             run.mkdir(parents=True)
@@ -37,6 +43,10 @@ def test_report_collects_ablations(tmp_path, monkeypatch):
         "10.0 ± 0.0 (n=2) |" in text
     )
     assert "| fm-n250 | fouriermoe | n_frequency=250 | 123 | 30.0 ± 0.0 (n=2) | 30.0, 30.0 | - |" in text
+    assert (
+        "| frame-orderlr10 | frame | transform=hermite, order_lr×10 | 123 | 20.0 ± 0.0 (n=1) | 20.0 | +10.0 |"
+        in text
+    )
 
 
 def test_figures_collects_analyze_output_and_comparison_plots(tmp_path, monkeypatch):
