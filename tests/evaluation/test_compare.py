@@ -1,5 +1,7 @@
 """evaluation/compare.py: the learning-rate sweep and its edge extension (no training: scores are given)."""
 
+from pathlib import Path
+
 import pytest
 
 from spectral_moe.evaluation.compare import sweep_learning_rate
@@ -52,3 +54,38 @@ def test_single_point_sweep_steps_by_ten_and_empty_is_an_error():
     assert calls == [1, 0.1, 10]
     with pytest.raises(ValueError, match="must not be empty"):
         sweep_learning_rate(score, [], extend=1)
+
+
+def test_train_or_reuse_ignores_which_run_scored_the_base_model(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    import spectral_moe.training.run as run_module
+    from spectral_moe.evaluation.compare import _train_or_reuse
+    from spectral_moe.training.run import RunConfig
+
+    trained = []
+
+    def fake_train(cfg, progress=True):
+        trained.append(cfg)
+        metrics = {"tuned": {"macro_acc": 0.5}, **({"base": {"macro_acc": 0.3}} if cfg.eval_base else {})}
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+        (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    monkeypatch.setattr(run_module, "train", fake_train)
+    with_base = RunConfig(method="lora", out=str(tmp_path / "a"), eval_base=True)
+    assert "base" in _train_or_reuse(with_base) and len(trained) == 1
+    # the same run without the base scores: reused (it has them anyway)
+    assert "base" in _train_or_reuse(dataclasses.replace(with_base, eval_base=False)) and len(trained) == 1
+    # any other difference retrains
+    _train_or_reuse(dataclasses.replace(with_base, lr=0.5))
+    assert len(trained) == 2
+
+    without = RunConfig(method="lora", out=str(tmp_path / "b"), eval_base=False)
+    _train_or_reuse(without)
+    _train_or_reuse(without)
+    assert len(trained) == 3
+    # asking for the base scores of a run that has none: retrained, with them
+    assert "base" in _train_or_reuse(dataclasses.replace(without, eval_base=True)) and len(trained) == 4

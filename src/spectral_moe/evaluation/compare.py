@@ -120,13 +120,23 @@ def sweep_learning_rate(
 
 
 def _train_or_reuse(cfg) -> dict:
-    """``train(cfg)``, or the metrics of a finished run with the same config in ``cfg.out`` (resume)."""
+    """``train(cfg)``, or the metrics of a finished run with the same config in ``cfg.out`` (resume).
+
+    ``eval_base`` only adds the base model's scores to the metrics, so it does not make a run
+    different: a finished run with otherwise the same config is reused, unless ``cfg`` asks for the
+    base scores and the run has none (then it is retrained). Which method of a compare scores the
+    base model therefore does not decide whether its runs are reused.
+    """
     from ..training.run import train
 
     run = Path(cfg.out)
     done, saved = run / "metrics.json", run / "run_config.json"
-    if done.is_file() and saved.is_file() and json.loads(saved.read_text()) == dataclasses.asdict(cfg):
-        return json.loads(done.read_text())
+    if done.is_file() and saved.is_file():
+        previous, wanted = json.loads(saved.read_text()), dataclasses.asdict(cfg)
+        metrics = json.loads(done.read_text())
+        same = {**previous, "eval_base": None} == {**wanted, "eval_base": None}
+        if same and (not cfg.eval_base or "base" in metrics):
+            return metrics
     return train(cfg, progress=False)
 
 
