@@ -202,8 +202,9 @@ def ablation_table(root: Path) -> list[str]:
         paired = [acc[s] - base_acc[s] for s in sorted(acc) if s in base_acc]
         delta = "-" if name == default or not paired else f"{100 * sum(paired) / len(paired):+.1f}"
         per_seed = ", ".join(f"{100 * acc[s]:.1f}" for s in sorted(acc))
-        opts = ", ".join(
-            f"order_lr×{v:g}" if k == "__order_lr_mult" else f"{k}={v}" for k, v in options.items()
+        opts = (
+            ", ".join(f"order_lr×{v:g}" if k == "__order_lr_mult" else f"{k}={v}" for k, v in options.items())
+            or "defaults"
         )
         rows.append(
             f"| {name} | {method} | {opts} | {params:,} | {_fmt(list(acc.values()))} | {per_seed} | {delta} | "
