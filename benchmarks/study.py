@@ -3,11 +3,13 @@
 Every run is one ``spectral_moe.training.run.train`` call in its own directory; a finished run (same
 config, ``metrics.json`` present) is reused, so each command can be interrupted and run again.
 
-    # main comparison: 5 methods at matched trainable parameters, learning-rate sweep on validation,
-    # then every seed on test (spectral-moe compare under the hood)
-    python benchmarks/study.py main --setting llm --seeds 0,1,2 --lr-sweep 0.3,1,3 --out results/study
+    # main comparison: 5 methods at matched trainable parameters, learning-rate sweep on validation
+    # (extended past a winning edge with --lr-extend), then every seed on test (spectral-moe compare
+    # under the hood); results/study.md has the exact sizing flags of each recorded run
+    python benchmarks/study.py main --setting llm --seeds 0,1,2 --lr-sweep 0.3,1,3 --lr-extend 2 --out results/study
     python benchmarks/study.py main --setting encoder-multi --seeds 0,1,2 --lr-sweep 0.3,1,3 --out results/study
-    python benchmarks/study.py main --setting encoder-single --seeds 0,1,2 --lr-sweep 0.3,1,3 --out results/study
+    python benchmarks/study.py main --setting encoder-single --seeds 0,1,2 --lr-sweep 0.3,1,3 --lr-extend 2 \
+        --out results/study [--single-tasks bigbench:strategyqa]
 
     # ablations on the LLM setting (each variant x seeds); --only picks some by name
     python benchmarks/study.py ablations --seeds 0,1 --out results/study [--only fm-real,frame-chirp]
