@@ -32,11 +32,17 @@ moves every term into the rows ``r ∈ [0, M/2]`` that ``irfft`` reads, and gath
     (w', D', r) = (conj(w), conj(D), M−u)  if u > M/2,  else (w, D, u);    i = index of D' in S
     c''_{z,j} = ρ_r · w'_{z,j},   ρ_r = 1 at r ∈ {0, M/2}, ½ elsewhere (irfft doubles interior rows)
     G_t[r] = Σ_z g_{t,z} Σ_j c''_{z,j} S_t[i_{z,j}] δ[r_{z,j}]                  [T, M//2+1]
+    G_t[r] ← Re G_t[r]  at the self-conjugate rows r = 0 and (M even) r = M/2    (``real_edge_bins_``)
     y_t = irfft_M(G_t)                                                           [T, M]
 
 complex-linear in ``S``: one gather, one multiply, one scatter-add per (token, expert, coefficient)
-into a half-size ``G``, then one ``irfft``. When ``top_k`` is given only the experts a token is
-routed to are visited (``T·k·n`` instead of ``T·Z·n`` terms, indexed per (token, slot) pair).
+into a half-size ``G``, then one ``irfft``. At the self-conjugate rows ``½(H[r] + conj(H[−r])) =
+Re H[r]``, so taking the real part there is the formula itself, not an approximation; it makes every
+spectrum handed to ``irfft`` (forward and backward) Hermitian-consistent by construction, so the
+result does not depend on what a backend does with those imaginary parts (CPU pocketfft drops them;
+cuFFT's C2R assumes a Hermitian input and need not). Cost ``O(T)``: two strided writes, no extra
+FFT. When ``top_k`` is given only the experts a token is routed to are visited (``T·k·n`` instead
+of ``T·Z·n`` terms, indexed per (token, slot) pair).
 ``_SpectralMix`` carries the exact hand-written backward and saves only ``x``, the gates and ``c''``
 (never a ``[T, Z·n]`` tensor; ``R`` is recomputed). Cost per token ``O(N log N + M log M + k·n)``.
 FFTs run in float32 for half-precision inputs (torch has no bf16 FFT).
@@ -205,6 +211,21 @@ def fft_plan(rows: torch.Tensor, cols: torch.Tensor, d_out: int, d_in: int) -> F
 ROUTED_MAX_SHARE = 0.5
 
 
+def real_edge_bins_(half: torch.Tensor, n: int) -> torch.Tensor:
+    """Zero in place ``Im`` of bin 0 and (``n`` even) bin ``n/2`` of ``half`` ``[..., n//2+1]``; returns it.
+
+    These bins are self-conjugate (``−0 ≡ 0``, ``−n/2 ≡ n/2`` mod ``n``), so the half spectrum of a
+    real length-``n`` signal is real there and ``irfft`` may assume it. The projection
+    ``Π: half[k] ← Re half[k]`` (those ``k`` only) is real-linear and self-adjoint, so the backward
+    applies the same ``Π``. ``O(T)``: one or two strided writes, no FFT.
+    """
+    imag = half.imag
+    imag[..., 0] = 0
+    if n % 2 == 0:
+        imag[..., n // 2] = 0
+    return half
+
+
 def _doubled_spectrum(spec: torch.Tensor, swapped: bool = False) -> torch.Tensor:
     """``S = [R, conj(R)]`` ``[T, 2·(N//2+1)]`` (``[conj(R), R]`` = ``conj(S)`` when ``swapped``): every
     term gathers its data, or its conjugate, with the same index and without a per-term conjugation."""
@@ -240,12 +261,16 @@ class _SpectralMix(torch.autograd.Function):
     """``y = irfft_M(G)``, ``G_t[r] = Σ g_{t,z} Σ_j c''_{z,j} S_t[i_{z,j}] δ[r_{z,j}]``, hand-written backward.
 
     ``S = [R, conj(R)]``, ``R = rfft(x)``; ``i``, ``r`` from the ``FftPlan``. ``irfft``'s adjoint gives
-    ``dG = ∂L/∂G = rfft(∂L/∂y)/(M·ρ_r)`` (torch's convention for complex tensors, ∂L/∂Re + i∂L/∂Im);
+    ``dG = ∂L/∂G = Π(rfft(∂L/∂y)/(M·ρ_r))`` (torch's convention for complex tensors, ∂L/∂Re + i∂L/∂Im;
+    ``Π`` = ``real_edge_bins_``, the forward's projection of rows 0 and M/2, is self-adjoint);
     with ``a = S[i]`` and ``P = dG[r] · conj(a)`` per (token, expert or slot, coefficient)::
 
         ∂L/∂g_{t,z}   = Re Σ_j P_{t,z,j} conj(c''_{z,j})      ∂L/∂c''_{z,j} = Σ_t g_{t,z} P_{t,z,j}
         ∂L/∂S_t[i]   += g_{t,z} dG_t[r] conj(c''_{z,j})       ∂L/∂R = ∂L/∂S[:N'] + conj(∂L/∂S[N':])
-        ∂L/∂x         = N · irfft_N(w ⊙ ∂L/∂R),  w = 1 at bins 0 and N/2, ½ elsewhere  (rfft's adjoint)
+        ∂L/∂x         = N · irfft_N(Π(w ⊙ ∂L/∂R)),  w = 1 at bins 0 and N/2, ½ elsewhere  (rfft's adjoint)
+
+    (``Π`` drops ``Im ∂L/∂R`` at bins 0 and N/2, where ``R`` is real for every real ``x``: exact, and it
+    makes the backward's ``irfft`` input Hermitian-consistent too.)
 
     ``conj(a)`` is gathered with the same index from ``conj(S) = [conj(R), R]``. Saved: ``R``
     ``[T, N//2+1]`` (the input spectrum, about the size of ``x``), ``coef``, ``gates``, ``experts``;
@@ -265,7 +290,8 @@ class _SpectralMix(torch.autograd.Function):
         terms.mul_(gates.to(spec.real.dtype).unsqueeze(-1))
         half = torch.zeros(spec.shape[0], plan.d_out // 2 + 1, dtype=spec.dtype, device=spec.device)
         out_index = _term_index(plan.out_flat, plan.out_index, experts)
-        return torch.fft.irfft(_scatter_terms(half, out_index, terms), n=plan.d_out)
+        half = real_edge_bins_(_scatter_terms(half, out_index, terms), plan.d_out)  # G, Hermitian-consistent
+        return torch.fft.irfft(half, n=plan.d_out)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -280,6 +306,7 @@ class _SpectralMix(torch.autograd.Function):
         gates_r = gates.to(real_dtype).unsqueeze(-1)
         _, grad_scale, adjoint_weights = plan.real_vectors(real_dtype)
         grad_half = torch.fft.rfft(grad_y.to(real_dtype), dim=-1).mul_(grad_scale)
+        real_edge_bins_(grad_half, plan.d_out)  # dG = Π(rfft(∂L/∂y)/(M·ρ)): Π is self-adjoint
         d_terms = _gather_terms(
             grad_half, _term_index(plan.out_flat, plan.out_index, experts), shape
         )  # dG[r]
@@ -308,7 +335,8 @@ class _SpectralMix(torch.autograd.Function):
             d_a = d_terms.mul_(coef_conj_b).mul_(gates_r)
             d_doubled = torch.zeros(tokens, 2 * bins, dtype=d_a.dtype, device=spec.device)
             d_doubled = _scatter_terms(d_doubled, in_index, d_a)
-            d_spec = d_doubled[:, bins:].conj().add_(d_doubled[:, :bins]).mul_(adjoint_weights)
+            d_spec = d_doubled[:, :bins].add_(d_doubled[:, bins:].conj()).mul_(adjoint_weights)
+            real_edge_bins_(d_spec, plan.d_in)  # Im ∂L/∂R at bins 0, N/2 meets sin(0) = 0: no effect on x
             grad_x = torch.fft.irfft(d_spec, n=plan.d_in, dim=-1).to(ctx.x_dtype)
         return grad_x, grad_coef, grad_gates, None, None, None
 
