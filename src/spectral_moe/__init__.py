@@ -2,8 +2,10 @@
 
 from . import _peft_registry
 from .optim import create_optimizer
+from .tuners.flylora import FlyLoraConfig, FlyLoraLayer, FlyLoraModel
 from .tuners.fouriermoe import FourierMoEConfig, FourierMoELayer, FourierMoEModel
 from .tuners.frame import FrameConfig, FrameLayer, FrameModel, MoELoraConfig
+from .tuners.hmora import HMoRAConfig, HMoRALayer, HMoRAModel
 
 _peft_registry.register_all()
 
@@ -13,9 +15,15 @@ __all__ = [
     "FourierMoEConfig",
     "FourierMoELayer",
     "FourierMoEModel",
+    "FlyLoraConfig",
+    "FlyLoraLayer",
+    "FlyLoraModel",
     "FrameConfig",
     "FrameLayer",
     "FrameModel",
+    "HMoRAConfig",
+    "HMoRALayer",
+    "HMoRAModel",
     "MoELoraConfig",
     "create_optimizer",
     "__version__",

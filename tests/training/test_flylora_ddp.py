@@ -1,0 +1,58 @@
+"""Two CPU processes (torchrun, gloo) keep FlyLoRA's routing bias identical, equal to one process.
+
+The bias update ``d ← d + u·sign(mean(c) − c)`` is nonlinear in the batch: it matches one process on
+the global batch only because the ranks pool their rank counts ``c`` before stepping (the authors'
+fork steps each rank on its local counts, so its ranks drift apart).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+WORKER = Path(__file__).with_name("flylora_ddp_train.py")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(args: list[str], env: dict) -> None:
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_two_process_bias_equals_one_process(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(Path.cwd()), "OMP_NUM_THREADS": "1"}
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    single.mkdir()
+    ddp.mkdir()
+    _run([sys.executable, str(WORKER), str(single)], env)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    _run([*launcher, "--master_port", str(_free_port()), str(WORKER), str(ddp)], env)
+    one = torch.load(single / "record.rank0.pt")
+    ranks = [torch.load(ddp / f"record.rank{r}.pt") for r in range(2)]
+    assert len(one["steps"]) == 3
+    for step in range(3):
+        for layer, (s1, s_a, s_b) in enumerate(zip(one["steps"][step], *(r["steps"][step] for r in ranks))):
+            assert torch.equal(s_a, s_b), f"step {step} layer {layer}: ranks' biases differ"
+            assert torch.equal(s_a, s1), f"step {step} layer {layer}: bias differs from one process"
+        for n, g1 in one["grads"][step].items():
+            g_a, g_b = ranks[0]["grads"][step][n], ranks[1]["grads"][step][n]
+            assert torch.equal(g_a, g_b), n
+            assert ((g_a - g1).abs().max() / g1.abs().max().clamp_min(1e-8)).item() < 1e-4, n
+    assert any(s.abs().sum() > 0 for s in one["steps"][-1])
+    # the pooling matters: on their local counts alone the ranks would have stepped differently
+    differ = 0
+    for counts_a, counts_b in zip(ranks[0]["local_counts"], ranks[1]["local_counts"]):
+        for c_a, c_b in zip(counts_a, counts_b):
+            step_a = torch.sign(c_a.sum() - c_a.numel() * c_a)
+            step_b = torch.sign(c_b.sum() - c_b.numel() * c_b)
+            differ += int(not torch.equal(step_a, step_b))
+    assert differ > 0
