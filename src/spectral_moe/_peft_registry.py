@@ -24,6 +24,8 @@ SUPPORTED_PEFT = (Version("0.21"), Version("0.22"))  # [low, high)
 METHODS = {
     "fouriermoe": ("spectral_moe.tuners.fouriermoe", "FourierMoEConfig", "FourierMoEModel"),
     "frame": ("spectral_moe.tuners.frame", "FrameConfig", "FrameModel"),
+    "flylora": ("spectral_moe.tuners.flylora", "FlyLoraConfig", "FlyLoraModel"),
+    "hmora": ("spectral_moe.tuners.hmora", "HMoRAConfig", "HMoRAModel"),
 }
 
 
