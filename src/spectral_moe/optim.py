@@ -1,11 +1,20 @@
 """Optimizer factory: separate groups for FRAME orders, FourierMoE spectra and routers.
 
-FRAME's orders move the loss on a scale of ``Δa ≈ 1/d``, so they get their own optimizer (own
-class and learning rate, no weight decay). FourierMoE's coefficients, like FourierFT's, want a
-learning rate far above LoRA's, so they get their own group. Everything is combined behind one
+FRAME's orders get their own optimizer (own class and learning rate, no weight decay). Their
+default learning rate is per layer: the order move at which one expert's ΔW changes by 2 % per
+step (``spectral.frame.default_order_lr``: 6e-3 for ``weighted``, ``0.027/d`` for ``hermite``,
+``0.025/d`` for ``chirp``; results/frame_orders.md). FourierMoE's coefficients, like FourierFT's, want
+a learning rate far above LoRA's, so they get their own group. Everything is combined behind one
 ``torch.optim.Optimizer`` whose ``param_groups`` are the inner optimizers' own group dicts: a
 learning-rate scheduler built on it (e.g. the one ``transformers.Trainer`` creates) scales every
 group, orders included, and ``state_dict``/``load_state_dict`` round-trip all inner states.
+
+Gradient clipping: the orders stay out of the global gradient-norm clip (their gradient norm, e.g.
+0.85 for hermite orders against a clip of 1.0, would otherwise shrink every other step; Adam bounds
+an order's move by about its learning rate anyway). ``SpectralTrainer`` clips everything but the
+orders. With a plain ``transformers.Trainer`` (which clips ``model.parameters()``, orders included)
+set ``TrainingArguments(max_grad_norm=0)`` and pass ``create_optimizer(..., max_grad_norm=1.0)``:
+the optimizer then clips the non-order gradients itself at each step.
 """
 
 from __future__ import annotations
@@ -21,16 +30,27 @@ ORDER_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
 }
 
-ORDER_KEY = "frame_order_logit"
+ORDER_KEY = "frame_order"  # FRAME's learned orders: parameters ``<module>.frame_order.<adapter>``
 SPECTRUM_KEY = "fouriermoe_spectrum"
 ROUTER_KEYS = ("fouriermoe_router", "frame_router")
 
 
 class CombinedOptimizer(torch.optim.Optimizer):
-    """Several optimizers stepping as one; ``param_groups`` is the concatenation of theirs (shared dicts)."""
+    """Several optimizers stepping as one; ``param_groups`` is the concatenation of theirs (shared dicts).
 
-    def __init__(self, optimizers: Iterable[torch.optim.Optimizer]) -> None:
+    With ``max_grad_norm``, ``step`` first clips the gradients of the parameters in ``clip_params``
+    to that total norm (``torch.nn.utils.clip_grad_norm_``); the others are not clipped.
+    """
+
+    def __init__(
+        self,
+        optimizers: Iterable[torch.optim.Optimizer],
+        max_grad_norm: float | None = None,
+        clip_params: Iterable[nn.Parameter] = (),
+    ) -> None:
         self.optimizers = list(optimizers)
+        self.max_grad_norm = max_grad_norm
+        self.clip_params = list(clip_params)
         params = [p for opt in self.optimizers for g in opt.param_groups for p in g["params"]]
         super().__init__(params, defaults={})
         # share the inner group dicts, so schedulers and users changing group["lr"] reach the inner optimizers
@@ -52,6 +72,8 @@ class CombinedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.max_grad_norm is not None and self.clip_params:
+            torch.nn.utils.clip_grad_norm_(self.clip_params, self.max_grad_norm)
         for opt in self.optimizers:
             opt.step()
         return loss
@@ -74,6 +96,27 @@ class CombinedOptimizer(torch.optim.Optimizer):
         self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
 
 
+def is_order_parameter(name: str) -> bool:
+    """Whether the parameter called ``name`` (as in ``named_parameters``) is a FRAME order."""
+    return ORDER_KEY in name.split(".")
+
+
+def order_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """FRAME's learned orders in ``model`` (trainable or not)."""
+    return [p for n, p in model.named_parameters() if is_order_parameter(n)]
+
+
+def default_order_lrs(model: nn.Module) -> dict[int, float]:
+    """``id(order parameter) → default learning rate`` from each FRAME layer's ``default_order_lr``."""
+    out: dict[int, float] = {}
+    for module in model.modules():
+        orders = getattr(module, ORDER_KEY, None)
+        if isinstance(orders, nn.ParameterDict) and callable(getattr(module, "default_order_lr", None)):
+            for adapter, p in orders.items():
+                out[id(p)] = module.default_order_lr(adapter)
+    return out
+
+
 def parameter_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Trainable parameters by role: ``orders``, ``spectrum``, ``router``, ``decay`` (≥2-D), ``no_decay``."""
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {
@@ -82,7 +125,7 @@ def parameter_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if ORDER_KEY in name:
+        if is_order_parameter(name):
             groups["orders"].append((name, p))
         elif SPECTRUM_KEY in name:
             groups["spectrum"].append((name, p))
@@ -105,15 +148,23 @@ def create_optimizer(
     spectrum_lr: float | None = None,
     router_lr: float | None = None,
     betas: tuple[float, float] = (0.9, 0.999),
+    max_grad_norm: float | None = None,
 ) -> torch.optim.Optimizer:
     """AdamW over the adapter parameters plus a separate optimizer for FRAME orders.
 
     Groups (named ``group["name"]``): ``"spectrum"`` (FourierMoE coefficients, ``spectrum_lr`` or
     ``lr``, no weight decay), ``"router"`` (``router_lr`` or ``lr``, no decay), ``"decay"``
     (other ≥2-D parameters, e.g. LoRA factors, ``weight_decay``), ``"no_decay"`` (biases, norms),
-    and ``"orders"`` in their own ``order_optimizer`` (``"adam"``, ``"adamw"`` or ``"sgd"``) at
-    ``order_lr`` with weight decay 0. Returns one optimizer usable as
-    ``Trainer(optimizers=(opt, None))``.
+    and ``"orders"`` in their own ``order_optimizer`` (``"adam"``, ``"adamw"`` or ``"sgd"``) with weight
+    decay 0, at ``order_lr`` when given, else at each layer's measured default
+    (``FrameLayer.default_order_lr``: 6e-3 for ``weighted``, ``0.027/d`` for ``hermite``, ``0.025/d`` for
+    ``chirp``, d = the layer's larger width), one ``"orders"`` group per distinct rate.
+
+    ``max_grad_norm``: if given, ``step()`` clips the non-order gradients to this total norm (orders
+    are never clipped); use it with ``TrainingArguments(max_grad_norm=0)`` under a plain ``Trainer``,
+    whose own clip would include the orders (``SpectralTrainer`` excludes them itself).
+
+    Returns one optimizer usable as ``Trainer(optimizers=(opt, None))``.
     """
     if order_optimizer not in ORDER_OPTIMIZERS:
         raise ValueError(f"order_optimizer must be one of {list(ORDER_OPTIMIZERS)}, got {order_optimizer!r}")
@@ -122,12 +173,19 @@ def create_optimizer(
         ("order_lr", order_lr),
         ("spectrum_lr", spectrum_lr),
         ("router_lr", router_lr),
+        ("max_grad_norm", max_grad_norm),
     ):
         if value is not None and not value >= 0:
             raise ValueError(f"{field} must be >= 0, got {value}")
     groups = parameter_groups(model)
-    if groups["orders"] and order_lr is None:
-        raise ValueError("the model has learnable FRAME orders: pass order_lr (their own learning rate)")
+    order_groups: dict[float, list[nn.Parameter]] = {}
+    defaults = default_order_lrs(model) if order_lr is None else {}
+    for name, p in groups["orders"]:
+        if order_lr is None and id(p) not in defaults:
+            raise ValueError(
+                f"no default order learning rate for {name} (not in a FRAME layer): pass order_lr"
+            )
+        order_groups.setdefault(order_lr if order_lr is not None else defaults[id(p)], []).append(p)
     spec = [
         ("spectrum", spectrum_lr if spectrum_lr is not None else lr, 0.0),
         ("router", router_lr if router_lr is not None else lr, 0.0),
@@ -144,13 +202,14 @@ def create_optimizer(
     optimizers = []
     if main_groups:
         optimizers.append(torch.optim.AdamW(main_groups, lr=lr, betas=betas))
-    if groups["orders"]:
+    if order_groups:
         order_cls = ORDER_OPTIMIZERS[order_optimizer]
-        order_group = {
-            "params": [p for _, p in groups["orders"]],
-            "lr": order_lr,
-            "weight_decay": 0.0,
-            "name": "orders",
-        }
-        optimizers.append(order_cls([order_group], lr=order_lr))
-    return optimizers[0] if len(optimizers) == 1 else CombinedOptimizer(optimizers)
+        order_param_groups = [
+            {"params": params, "lr": glr, "weight_decay": 0.0, "name": "orders"}
+            for glr, params in sorted(order_groups.items(), reverse=True)
+        ]
+        optimizers.append(order_cls(order_param_groups, lr=order_param_groups[0]["lr"]))
+    if len(optimizers) == 1 and max_grad_norm is None:
+        return optimizers[0]
+    clipped = [p for g in main_groups for p in g["params"]]
+    return CombinedOptimizer(optimizers, max_grad_norm=max_grad_norm, clip_params=clipped)

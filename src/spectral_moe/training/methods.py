@@ -11,6 +11,7 @@ from typing import Any
 
 from peft import FourierFTConfig, LoraConfig, PeftConfig, TaskType
 
+from ..spectral.frame import WEIGHTED_ORDER_LR
 from ..tuners.fouriermoe import FourierMoEConfig
 from ..tuners.frame import FrameConfig, MoELoraConfig
 
@@ -30,7 +31,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # larger step than LoRA factors.
 DEFAULT_LR = {"fouriermoe": 1e-3, "frame": 1e-3, "moelora": 1e-3, "lora": 1e-3, "fourierft": 5e-2}
 DEFAULT_SPECTRUM_LR = 5e-2
-DEFAULT_ORDER_LR = 1e-2
+# FRAME orders: by default (order_lr None) every layer gets its transform's measured rate
+# (spectral.frame.default_order_lr: 6e-3 for "weighted", 0.027/d for "hermite", 0.025/d for "chirp";
+# results/frame_orders.md). DEFAULT_ORDER_LR is the default transform's, for code that needs one number.
+DEFAULT_ORDER_LR = WEIGHTED_ORDER_LR
 
 _CLASSES = {
     "fouriermoe": FourierMoEConfig,

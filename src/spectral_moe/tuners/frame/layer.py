@@ -4,11 +4,16 @@ For an input ``x [..., d_in]`` and each active adapter::
 
     g = router_weights(x)                                          [..., Z]
     y = W0 x + Σ_z g_z · (α/r) · Re(𝓕^{−a_z} B_z A_z 𝓕^{a_z}) dropout(x)
-    a_z = order_max · sigmoid(θ_z)        (learned)   or fixed orders
+    a_z = frame_order[z]      (learned: the order itself, float32)   or the fixed buffer
 
 The transforms act on the factors once per forward (``spectral.frame.transformed_factors``), then
 every token sees a real rank-2r LoRA; with all orders fixed at 0 (MoE-LoRA) no transform is
 computed and the experts are rank-r LoRAs.
+
+Precision: the orders (and the router) stay float32 when the model is cast to bf16/fp16
+(``float32_adapter_attrs``): a bf16 order is off by up to ~1e-3, which moves a 576-wide hermite expert
+by ~40 %. The transforms run in float32 (complex64) from the bf16 factors; the transformed factors are
+cast to the factors' dtype for the per-token matmuls.
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ import torch
 from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
-from ...spectral.frame import apply_lowrank_experts, dense_delta_weight, transformed_factors
+from ...spectral.frame import apply_lowrank_experts, default_order_lr, dense_delta_weight, transformed_factors
 from ..moe_common import RoutedLayerMixin, linear_features
 from .config import FrameConfig
 
 
 def initial_orders(config: FrameConfig) -> torch.Tensor:
-    """``[Z]`` initial orders: ``(z + ½)/Z`` for ``"spread"``, else ``order_init`` for every expert."""
+    """``[Z]`` initial orders: ``"spread"`` → ``z / (Z − 1)`` (0 and 1 included; ``Z = 1`` → 0.5), else
+    ``order_init`` for every expert."""
     z = config.num_experts
     if config.order_init == "spread":
-        return (torch.arange(z, dtype=torch.float64) + 0.5) / z
+        if z == 1:
+            return torch.full((1,), 0.5, dtype=torch.float64)
+        return torch.arange(z, dtype=torch.float64) / (z - 1)
     return torch.full((z,), float(config.order_init), dtype=torch.float64)
 
 
@@ -37,20 +45,23 @@ class FrameLayer(RoutedLayerMixin):
     """State of FRAME on one layer; parameters are keyed by adapter name.
 
     Per adapter: ``frame_A[a]`` ``[Z, r, d_in]``, ``frame_B[a]`` ``[Z, d_out, r]``, the router
-    ``frame_router[a]``, and either ``frame_order_logit[a]`` ``[Z]`` (learned orders,
-    ``a_z = order_max·sigmoid(θ_z)``) or the persistent buffer ``frame_order_fixed[a]`` ``[Z]``.
+    ``frame_router[a]``, and either the parameter ``frame_order[a]`` ``[Z]`` (learned orders, the orders
+    themselves) or the persistent buffer ``frame_order_fixed[a]`` ``[Z]``; both float32 at any model dtype.
+    (Earlier versions stored learned orders as logits ``frame_order_logit``; such checkpoints fail to
+    load with a "missing tensor(s): ...frame_order..." error instead of loading wrong orders.)
     """
 
-    adapter_layer_names = ("frame_A", "frame_B", "frame_order_logit", "frame_router")
+    adapter_layer_names = ("frame_A", "frame_B", "frame_order", "frame_router")
     other_param_names = ("frame_order_fixed", "frame_config", "frame_dropout")
     router_attr = "frame_router"
     config_attr = "frame_config"
+    float32_adapter_attrs = ("frame_order", "frame_order_fixed")
 
     def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
         self.base_layer = base_layer
         self.frame_A = nn.ParameterDict({})
         self.frame_B = nn.ParameterDict({})
-        self.frame_order_logit = nn.ParameterDict({})
+        self.frame_order = nn.ParameterDict({})
         self.frame_order_fixed = BufferDict({}, persistent=True)
         self.frame_router = nn.ModuleDict({})
         self.frame_dropout = nn.ModuleDict({})
@@ -78,9 +89,7 @@ class FrameLayer(RoutedLayerMixin):
         self.frame_B[adapter_name] = nn.Parameter(lora_b)
         orders = initial_orders(config)
         if config.learn_order:
-            self.frame_order_logit[adapter_name] = nn.Parameter(
-                torch.logit(orders / config.order_max).float()
-            )
+            self.frame_order[adapter_name] = nn.Parameter(orders.float())
         else:
             self.frame_order_fixed[adapter_name] = orders.float()
         self.frame_dropout[adapter_name] = (
@@ -91,11 +100,16 @@ class FrameLayer(RoutedLayerMixin):
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
     def frame_orders(self, adapter_name: str) -> torch.Tensor:
-        """Current orders ``[num_experts]`` (differentiable when learned)."""
-        if adapter_name in self.frame_order_logit:
-            theta = self.frame_order_logit[adapter_name]
-            return self.frame_config[adapter_name].order_max * torch.sigmoid(theta)
+        """Current orders ``[num_experts]`` (float32; the parameter itself when learned)."""
+        if adapter_name in self.frame_order:
+            return self.frame_order[adapter_name]
         return self.frame_order_fixed[adapter_name]
+
+    def default_order_lr(self, adapter_name: str) -> float:
+        """The order learning rate ``create_optimizer`` uses by default for this adapter's orders:
+        ``spectral.frame.default_order_lr(transform, max(d_in, d_out))`` (results/frame_orders.md)."""
+        transform = self.frame_config[adapter_name].transform
+        return default_order_lr(transform, max(self.in_features, self.out_features))
 
     def _scale(self, adapter_name: str) -> float:
         config = self.frame_config[adapter_name]
@@ -118,11 +132,7 @@ class FrameLayer(RoutedLayerMixin):
         if self._spatial_only(adapter_name):
             return lora_a, lora_b
         method = self.frame_config[adapter_name].transform
-        order_source = (
-            self.frame_order_logit[adapter_name]
-            if adapter_name in self.frame_order_logit
-            else self.frame_order_fixed[adapter_name]
-        )
+        order_source = self.frame_orders(adapter_name)
         if torch.is_grad_enabled():
             self._factor_cache.pop(adapter_name, None)
             return transformed_factors(lora_a, lora_b, self.frame_orders(adapter_name), method)
