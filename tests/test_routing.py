@@ -17,6 +17,29 @@ def test_gates_are_renormalised_top_k():
     assert torch.allclose(r.gates, expected)
 
 
+def test_top1_gate_is_the_switch_probability():
+    """k = 1: the gate is p_z itself (a renormalised single gate would be identically 1)."""
+    logits = torch.randn(4, 9, 5)
+    r = routing.route(logits, top_k=1, temperature=0.5)
+    top = r.probs.max(-1)
+    assert torch.equal(
+        r.gates, torch.zeros_like(r.probs).scatter(-1, top.indices[..., None], top.values[..., None])
+    )
+    assert (r.gates.sum(-1) < 1).all()
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 5])
+def test_gates_carry_a_gradient_to_the_logits_for_k_1_2_and_z(top_k):
+    """The task loss reaches the router through the gates for every k (k = Z = 5 included)."""
+    logits = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(6, 5, dtype=torch.float64)  # stand-in for each expert's output
+    (routing.route(logits, top_k).gates * values).sum().backward()
+    assert logits.grad.abs().max() > 1e-3  # renormalised k = 1 gives exactly 0 up to rounding (~1e-17)
+    assert torch.autograd.gradcheck(
+        lambda lg: routing.route(lg, top_k, 0.8).gates, (logits.detach().requires_grad_(),)
+    )
+
+
 def test_top_k_out_of_range():
     with pytest.raises(ValueError, match="top_k"):
         routing.route(torch.randn(3, 4), top_k=5)

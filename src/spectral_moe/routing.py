@@ -4,7 +4,12 @@ For router logits ``ℓ = W_r f(x)`` ([..., Z], ``f`` the router features)::
 
     p = softmax(ℓ / τ)                                   [..., Z]
     K = topk(p, k)                                       the k chosen experts per token
-    g_z = p_z / Σ_{z'∈K} p_{z'}   if z ∈ K, else 0       [..., Z], rows sum to 1
+    k ≥ 2:  g_z = p_z / Σ_{z'∈K} p_{z'}   if z ∈ K, else 0   [..., Z], rows sum to 1
+    k = 1:  g_z = p_z                     if z ∈ K, else 0   (Switch Transformer)
+
+For ``k = 1`` a renormalised gate would be identically 1, so the task loss would give the router no
+gradient (only the load-balancing loss would train it); the Switch gate ``p_z`` keeps
+``∂L/∂ℓ ≠ 0``. With one expert (``Z = 1``) ``p ≡ 1`` either way.
 
 Switch-style load-balancing loss over ``T`` tokens::
 
@@ -43,20 +48,21 @@ class Routing:
     """Result of one routing call: probabilities, sparse gates, chosen experts, raw logits."""
 
     probs: torch.Tensor  # [..., Z]
-    gates: torch.Tensor  # [..., Z], zero outside the top-k, rows sum to 1
+    gates: torch.Tensor  # [..., Z], zero outside the top-k; rows sum to 1 for k >= 2, = p_z for k = 1
     topk_index: torch.Tensor  # [..., k] int64
     logits: torch.Tensor  # [..., Z]
 
 
 def route(logits: torch.Tensor, top_k: int, temperature: float = 1.0) -> Routing:
-    """Softmax with temperature, keep the top-k, renormalise them to sum 1 (module docstring)."""
+    """Softmax with temperature, keep the top-k; renormalise them to sum 1 for k ≥ 2, keep ``p_z`` for
+    k = 1 (Switch; module docstring)."""
     num_experts = logits.shape[-1]
     if not 1 <= top_k <= num_experts:
         raise ValueError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
     work = torch.float64 if logits.dtype == torch.float64 else torch.float32  # softmax never in half
     probs = F.softmax(logits.to(work) / temperature, dim=-1)
     top_p, top_i = probs.topk(top_k, dim=-1)
-    top_g = top_p / top_p.sum(-1, keepdim=True)
+    top_g = top_p if top_k == 1 else top_p / top_p.sum(-1, keepdim=True)  # [..., k]
     gates = torch.zeros_like(probs).scatter(-1, top_i, top_g)
     return Routing(probs=probs, gates=gates, topk_index=top_i, logits=logits)
 

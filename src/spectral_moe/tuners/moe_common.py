@@ -1,14 +1,22 @@
 """What FourierMoE and FRAME share: router config fields, the routed-layer mixin and the tuner mixin.
 
-The layer mixin owns one router per adapter (``W_r``: ``nn.Linear(features, Z, bias=False)``), computes
-the gates exactly as the forward uses them, and records per adapter the load-balancing loss, the
-z-loss and the router statistics of the last forward. The tuner mixin averages those over the
-adapted layers and adds ``router_aux_loss_coef · L_aux + router_z_loss_coef · L_z`` to the model's
-``outputs.loss`` during training (a forward hook on the wrapped model).
+The layer mixin owns one router per adapter (``W_r``: ``nn.Linear(features, Z, bias=False)``; none for
+``num_experts == 1``, whose gate is identically 1), computes the gates exactly as the forward uses
+them, and records per adapter the load-balancing loss, the z-loss and the router statistics of the
+last forward. The tuner mixin averages those over the adapted layers and adds
+``router_aux_loss_coef · L_aux + router_z_loss_coef · L_z`` to the model's ``outputs.loss`` during
+training (a forward hook on the wrapped model).
+
+Precision: the attributes named by ``float32_adapter_attrs`` (and the router) keep float32 when the
+model is cast to a half-precision dtype (``.to(torch.bfloat16)``, ``.half()``, ``.bfloat16()``);
+device moves and float64 casts apply as usual. Adapters added to a half-precision base are float32
+through peft's ``autocast_adapter_dtype=True`` (its default; ``False`` keeps peft's contract that they
+take the base dtype). The router runs in float32 (autocast off) when its weights are float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections.abc import Callable
@@ -28,7 +36,6 @@ from torch import nn
 
 from ..routing import (
     ROUTER_FEATURES,
-    RouterLossStats,
     Routing,
     data_parallel_world_size,
     route,
@@ -36,10 +43,46 @@ from ..routing import (
     router_losses_from_stats,
     router_statistics,
 )
-from ..spectral.fourier import input_spectrum, log_band_energies
+from ..spectral.fourier import fft_dtype, input_spectrum, log_band_energies
 
 FORMAT_VERSION = 1
 BIAS_CHOICES = ("none", "all")
+MIXED_BATCH_BASE = "__base__"  # peft's name for "no adapter" in ``adapter_names``
+
+
+class TransientState(dict):
+    """Per-forward state holding autograd-graph tensors (router loss statistics of the last forward).
+
+    Copies start empty: ``copy.deepcopy`` of a model after a forward works (graph tensors cannot be
+    deep-copied) and pickling never stores a graph; the original keeps its values, so
+    ``get_router_aux_loss()`` after a forward still works on it.
+    """
+
+    def __deepcopy__(self, memo: dict) -> TransientState:
+        return type(self)()
+
+    def __reduce__(self) -> tuple:
+        return (type(self), ())
+
+
+def keep_float32(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` (a ``Module._apply`` conversion), except that a float32 (or wider) tensor that ``fn`` would
+    narrow to a half-precision dtype gets only ``fn``'s device and dtype float32: its values stay exact.
+    Tensors already in half precision (adapters a user created so, ``autocast_adapter_dtype=False``)
+    follow ``fn``."""
+
+    def apply(t: torch.Tensor) -> torch.Tensor:
+        out = fn(t)
+        if (
+            t.is_floating_point()
+            and t.dtype.itemsize >= 4
+            and out.is_floating_point()
+            and out.dtype.itemsize < 4
+        ):
+            return t.to(device=out.device, dtype=torch.float32)
+        return out
+
+    return apply
 
 
 def check_choice(name: str, value: Any, allowed: tuple) -> None:
@@ -145,49 +188,113 @@ def linear_features(base_layer: nn.Module) -> tuple[int, int]:
 
 
 class RoutedLayerMixin(BaseTunerLayer):
-    """Router state and routing for a tuner layer; subclasses set ``router_attr`` and ``config_attr``."""
+    """Router state and routing for a tuner layer; subclasses set ``router_attr`` and ``config_attr``.
+
+    ``float32_adapter_attrs`` names further adapter attributes (``ParameterDict``/``ModuleDict``/
+    ``BufferDict``) whose floating tensors stay float32 under half-precision casts (module docstring);
+    the router attribute is always included. A subclass that is an ``nn.Module`` gets the casting
+    ``_apply`` automatically (``nn.Module`` precedes this mixin in the layer classes' MRO).
+    """
 
     router_attr: str
     config_attr: str
+    float32_adapter_attrs: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if issubclass(cls, nn.Module) and "_apply" not in cls.__dict__:
+            cls._apply = RoutedLayerMixin._apply_keeping_float32
+
+    @classmethod
+    def float32_attr_names(cls) -> tuple[str, ...]:
+        """Adapter attributes kept float32 under half-precision casts: the router and ``float32_adapter_attrs``."""
+        return tuple(dict.fromkeys((cls.router_attr, *cls.float32_adapter_attrs)))
+
+    def _apply_keeping_float32(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True):
+        """``nn.Module._apply`` with ``keep_float32(fn)`` on the children named by ``float32_attr_names``."""
+        if recurse:
+            kept = set(self.float32_attr_names())
+            guarded = keep_float32(fn)
+            for name, child in self.named_children():
+                child._apply(guarded if name in kept else fn)
+        return nn.Module._apply(self, fn, recurse=False)
 
     def _init_routing_state(self) -> None:
         self.router_stats: dict[str, dict[str, torch.Tensor]] = {}
-        self._router_losses: dict[str, RouterLossStats] = {}  # this forward's, per adapter
+        # this forward's loss statistics per adapter (graph tensors while training): copies start empty
+        self._router_losses: TransientState = TransientState()
+
+    def is_routed(self, adapter_name: str) -> bool:
+        """True when ``adapter_name`` has a router here (``num_experts > 1``); one expert has gate ≡ 1."""
+        return adapter_name in getattr(self, self.router_attr)
 
     def _create_router(self, adapter_name: str, config: RoutedAdapterConfig) -> None:
+        routers = getattr(self, self.router_attr)
+        if adapter_name in routers:  # re-created by update_layer
+            del routers[adapter_name]
+        if (
+            config.num_experts == 1
+        ):  # gate ≡ 1: a router would be dead weight, counted and saved, never trained
+            return
         in_dim = self.in_features + (
             config.router_spectral_bands if config.router_features == "spectral" else 0
         )
         router = nn.Linear(in_dim, config.num_experts, bias=False)
         nn.init.normal_(router.weight, std=in_dim**-0.5)
-        getattr(self, self.router_attr)[adapter_name] = router
+        routers[adapter_name] = router
 
     def _routing(
         self, adapter_name: str, x: torch.Tensor, spectrum: Callable[[], torch.Tensor] | None = None
     ) -> Routing:
+        """Router logits ``W_r f(x)`` in the router's dtype (float32 for half-precision models, autocast off),
+        then ``routing.route``. Without a router (one expert): ``p = g = 1``, index 0, logits 0."""
         config: RoutedAdapterConfig = getattr(self, self.config_attr)[adapter_name]
+        if not self.is_routed(adapter_name):
+            ones = torch.ones(*x.shape[:-1], 1, dtype=fft_dtype(x.dtype), device=x.device)
+            index = torch.zeros(*x.shape[:-1], 1, dtype=torch.long, device=x.device)
+            return Routing(probs=ones, gates=ones, topk_index=index, logits=torch.zeros_like(ones))
         router: nn.Linear = getattr(self, self.router_attr)[adapter_name]
-        feats = x.to(router.weight.dtype)
+        work = router.weight.dtype
+        feats = x.to(work)
         if config.router_features == "spectral":
             spec = spectrum() if spectrum is not None else None
-            energies = log_band_energies(x, config.router_spectral_bands, spectrum=spec).to(
-                router.weight.dtype
-            )
+            energies = log_band_energies(x, config.router_spectral_bands, spectrum=spec).to(work)
             feats = torch.cat([feats, energies], dim=-1)
-        return route(router(feats), config.top_k, config.router_temperature)
+        device_type = x.device.type
+        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+            with torch.autocast(device_type, enabled=False):
+                logits = router(feats)
+        else:
+            logits = router(feats)
+        return route(logits, config.top_k, config.router_temperature)
 
     def router_weights(self, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
         """Gates ``[..., num_experts]`` exactly as the forward uses them (zeros outside the top-k)."""
         return self._routing(adapter_name, x).gates
 
     def _route_and_record(
-        self, adapter_name: str, x: torch.Tensor, spectrum: Callable[[], torch.Tensor] | None = None
+        self,
+        adapter_name: str,
+        x: torch.Tensor,
+        spectrum: Callable[[], torch.Tensor] | None = None,
+        rows: tuple[torch.Tensor, int] | None = None,
     ) -> Routing:
+        """Route ``x`` and record the router statistics; ``rows`` = (the batch rows ``x`` holds, the full
+        batch size) for a sub-batch of a mixed batch.
+
+        The loss statistics keep their autograd graph only in training mode (where the step's loss needs
+        them); otherwise they are detached, so no graph outlives the forward that built it."""
         routing = self._routing(adapter_name, x, spectrum)
         mask = self.__dict__.get("_token_mask")  # the model's attention mask, set by the tuner's pre-hook
+        if mask is not None and rows is not None:
+            mask = mask.index_select(0, rows[0].to(mask.device)) if mask.shape[0] == rows[1] else None
         if mask is not None and tuple(mask.shape) != tuple(x.shape[:-1]):
             mask = None  # e.g. one new token against a cached context while generating
-        self._router_losses[adapter_name] = router_loss_stats(routing, mask)
+        if self.is_routed(adapter_name):
+            stats = router_loss_stats(routing, mask)
+            if not self.training:
+                stats.prob_sum, stats.lse_sq_sum = stats.prob_sum.detach(), stats.lse_sq_sum.detach()
+            self._router_losses[adapter_name] = stats
         self.router_stats[adapter_name] = router_statistics(routing)
         return routing
 
@@ -195,11 +302,17 @@ class RoutedLayerMixin(BaseTunerLayer):
         return adapter_name in getattr(self, self.adapter_layer_names[0])
 
     def routed_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """``W0 x + Σ_adapters Σ_z g_z ΔW_z x``; records router losses and statistics per adapter."""
+        """``W0 x + Σ_adapters Σ_z g_z ΔW_z x``; records router losses and statistics per adapter.
+
+        ``adapter_names`` (one name per batch row, ``"__base__"`` for none; passed by
+        ``model(..., adapter_names=[...])``) gives each row its own adapter, instead of the active ones."""
+        adapter_names = kwargs.pop("adapter_names", None)
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        if adapter_names is not None:
+            return self._mixed_batch_forward(x, *args, adapter_names=adapter_names, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         if self.merged:
             return result
@@ -212,12 +325,39 @@ class RoutedLayerMixin(BaseTunerLayer):
                 result = result + delta.to(result.dtype)
         return result
 
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """Fold ``ΔW`` into the base weight; only possible for ``num_experts == 1`` (gates ≡ 1)."""
-        for name in check_adapters_to_merge(self, adapter_names):
-            if not self.has_adapter(name):
+    def _mixed_batch_forward(
+        self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any
+    ) -> torch.Tensor:
+        """Row ``b`` of ``x`` (``[B, ...]``) gets ``W0 x_b + Σ_z g_z ΔW_z x_b`` of adapter ``adapter_names[b]``."""
+        if x.dim() < 2 or len(adapter_names) != x.shape[0]:
+            raise ValueError(
+                "Length of `adapter_names` should be the same as the number of inputs, but got "
+                f"{len(adapter_names)} and {x.shape[0] if x.dim() >= 2 else 1} respectively."
+            )
+        if self.merged:
+            raise ValueError(
+                "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first."
+            )
+        result = self.base_layer(x, *args, **kwargs)
+        for name in dict.fromkeys(adapter_names):  # one sub-batch per adapter, in order of appearance
+            if name == MIXED_BATCH_BASE or not self.has_adapter(name):
                 continue
+            rows = torch.tensor([b for b, n in enumerate(adapter_names) if n == name], device=x.device)
+            sub = x.index_select(0, rows)
+            spectrum = functools.cache(lambda sub=sub: input_spectrum(sub))
+            routing = self._route_and_record(name, sub, spectrum, rows=(rows, len(adapter_names)))
+            delta = self.adapter_delta(name, sub, routing.gates, spectrum)
+            result = result.index_add(0, rows, delta.to(result.dtype))
+        return result
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """Fold ``ΔW`` into the base weight; only possible for ``num_experts == 1`` (gates ≡ 1).
+
+        Every named adapter is checked before any weight changes."""
+        names = [n for n in check_adapters_to_merge(self, adapter_names) if self.has_adapter(n)]
+        for name in names:
             self._check_mergeable(name)
+        for name in names:
             base = self.get_base_layer()
             delta = transpose(self.get_delta_weight(name, 0), self.fan_in_fan_out).to(base.weight.dtype)
             merged = base.weight.data + delta
@@ -337,6 +477,10 @@ class RoutedTunerMixin(BaseTuner):
         )
 
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        if getattr(config, "num_experts", None) == 1:
+            # one expert has no router; checkpoints written before that hold an untrained one (gate ≡ 1)
+            router = f".{cls.tuner_layer_cls.router_attr}."
+            remapped = {k: v for k, v in remapped.items() if router not in k}
         expected = _filter_state_dict_by_key_prefixes(
             model.state_dict(), _get_tuner_state_dict_key_prefixes(model, adapter_name=adapter_name)
         )
@@ -380,9 +524,9 @@ class RoutedTunerMixin(BaseTuner):
         (``routing.router_losses_from_stats``): the result is this rank's share, whose mean over
         ranks is the loss of the global batch. Cached until the next forward.
         """
-        cached = self.__dict__.get("_router_loss_cache")
-        if cached is not None and cached[0] == sync:
-            return cached[1]
+        cached = self.__dict__.get("_router_loss_cache", {}).get(sync, False)
+        if cached is not False:
+            return cached
         aux, zl = [], []
         layers = self._routed_layers()
         for name in self.active_adapters:  # one collective per adapter, same order on every rank
@@ -398,7 +542,7 @@ class RoutedTunerMixin(BaseTuner):
                 torch.cat([a.to(device) for a in aux]).mean(),
                 torch.cat([z.to(device) for z in zl]).mean(),
             )
-        self._router_loss_cache = (sync, terms)
+        self._router_loss_cache = TransientState({sync: terms})  # graph tensors: copies start empty
         return terms
 
     def get_router_aux_loss(self, weighted: bool = False, sync: bool | None = None) -> torch.Tensor | None:
@@ -458,17 +602,95 @@ class RoutedTunerMixin(BaseTuner):
                 outputs.loss = loss + extra.to(loss.dtype)
         return outputs
 
-    def _unload_and_optionally_merge(self, merge: bool = True, *args: Any, **kwargs: Any):
+    @contextlib.contextmanager
+    def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any):
+        """``model(..., adapter_names=[...])``: every batch row gets its own adapter (``"__base__"``: none).
+
+        Inference only (as peft's LoRA); the names reach each routed layer and ``modules_to_save`` wrapper
+        through forward pre-hooks for the duration of the call."""
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError("Cannot pass `adapter_names` when the model is in training mode.")
+        if isinstance(adapter_names, str) or not all(isinstance(n, str) for n in adapter_names):
+            raise TypeError(f"adapter_names must be a list of str (one per batch row), got {adapter_names!r}")
+        known = set(self.peft_config) | {MIXED_BATCH_BASE}
+        unknown = sorted(set(adapter_names) - known)
+        if unknown:
+            raise ValueError(
+                f"Trying to infer with non-existing adapter(s): {', '.join(unknown)}; loaded: {sorted(self.peft_config)}"
+            )
+        num_beams = kwargs.get("num_beams")
+        if isinstance(num_beams, int) and num_beams > 1:
+            adapter_names = [n for n in adapter_names for _ in range(num_beams)]
+        from peft.utils.other import AuxiliaryTrainingWrapper
+
+        def inject(module: nn.Module, args: Any, kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+            kw["adapter_names"] = adapter_names
+            return args, kw
+
+        handles = [
+            m.register_forward_pre_hook(inject, with_kwargs=True)
+            for m in self.model.modules()
+            if isinstance(m, (RoutedLayerMixin, AuxiliaryTrainingWrapper))
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def add_weighted_adapter(self, *args: Any, **kwargs: Any) -> None:
+        """Not supported: peft combines adapters by weighting their factors for LoRA only."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support add_weighted_adapter (peft implements it for LoRA only): "
+            "routed experts have no weighted combination. Supported: several adapters loaded side by side, "
+            "set_adapter([...]) to run them together, or model(..., adapter_names=[...]) for one adapter per row."
+        )
+
+    def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+        """peft's ``merge_adapter``, refusing (before any weight changes) only when an adapter being
+        merged (``adapter_names``, default the active ones) is routed."""
+        self._check_merge_allowed(adapter_names)
+        with self._merge_checked():
+            super().merge_adapter(adapter_names=adapter_names, safe_merge=safe_merge)
+
+    def _unload_and_optionally_merge(
+        self,
+        merge: bool = True,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+    ):
         if merge:
-            self._check_merge_allowed()  # fail before anything is changed
+            self._check_merge_allowed(adapter_names)  # fail before anything is changed
         for handle in self.__dict__.pop("_router_hooks", []):
             handle.remove()
-        return super()._unload_and_optionally_merge(merge, *args, **kwargs)
+        with self._merge_checked():
+            return super()._unload_and_optionally_merge(
+                merge, progressbar=progressbar, safe_merge=safe_merge, adapter_names=adapter_names
+            )
 
-    def _check_merge_allowed(self) -> None:
+    @contextlib.contextmanager
+    def _merge_checked(self):
+        """peft calls ``_check_merge_allowed()`` without the names again: skip that repeat."""
+        self.__dict__["_merge_names_checked"] = True
+        try:
+            yield
+        finally:
+            self.__dict__.pop("_merge_names_checked", None)
+
+    def _check_merge_allowed(self, adapter_names: list[str] | None = None) -> None:
+        """``ValueError`` when an adapter to merge (``adapter_names``, default the active ones) is routed."""
+        if self.__dict__.get("_merge_names_checked"):
+            return
         super()._check_merge_allowed()
-        for name, config in self.peft_config.items():
-            if config.num_experts != 1:
+        names = self.active_adapters if adapter_names is None else adapter_names
+        for name in names:
+            config = self.peft_config.get(name)
+            if config is not None and config.num_experts != 1:
                 raise ValueError(
                     f"Adapter {name!r} has num_experts={config.num_experts}: routed experts depend on each "
                     "token, so merge_and_unload() cannot fold them into the base weights. Only num_experts=1 "

@@ -2,13 +2,17 @@
 
 For an input ``x [..., d_in]`` and each active adapter::
 
-    g = router_weights(x)                              [..., Z]   top-k gates, rows sum to 1
+    g = router_weights(x)                              [..., Z]   top-k gates (g ≡ 1 for one expert)
     y = W0 x + Σ_z g_z · ΔW_z x                        [..., d_out]
     ΔW_z = scaling · IDFT2(F_z),  F_z Hermitian        (spectral/fourier.py)
 
 ``forward_mode="fft"`` computes the sum by 1-D FFTs of the token (no dense ΔW);
 ``"dense"`` builds every ``ΔW_z`` and multiplies; ``"auto"`` picks per call by the cost model in
 ``spectral.fourier.fft_is_cheaper``. Both paths are the same function (tested to 1e-10 in fp64).
+
+Coefficients and router stay float32 when the model is cast to bf16/fp16 (``float32_adapter_attrs``);
+both paths compute in float32 (FFTs have no half-precision kernel) and the routed forward casts the
+update back to the activation dtype.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class FourierMoELayer(RoutedLayerMixin):
     """State of FourierMoE on one layer; parameters are keyed by adapter name.
 
     Parameters per adapter: ``fouriermoe_spectrum_real[a]`` ``[Z, n]``, ``fouriermoe_spectrum_imag[a]``
-    ``[Z, n]`` (complex coefficients only), ``fouriermoe_router[a]`` (``nn.Linear(features, Z)``).
+    ``[Z, n]`` (complex coefficients only), ``fouriermoe_router[a]`` (``nn.Linear(features, Z)``; absent
+    for ``num_experts == 1``), all float32 under half-precision casts.
     Positions ``fouriermoe_rows[a]``, ``fouriermoe_cols[a]`` ``[Z, n]`` are non-persistent buffers
     re-derived from the config's seed, so they never enter checkpoints.
     """
@@ -38,6 +43,7 @@ class FourierMoELayer(RoutedLayerMixin):
     adapter_layer_names = ("fouriermoe_spectrum_real", "fouriermoe_spectrum_imag", "fouriermoe_router")
     other_param_names = ("fouriermoe_rows", "fouriermoe_cols", "fouriermoe_config")
     router_attr = "fouriermoe_router"
+    float32_adapter_attrs = ("fouriermoe_spectrum_real", "fouriermoe_spectrum_imag")
     config_attr = "fouriermoe_config"
 
     def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
