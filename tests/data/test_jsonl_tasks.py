@@ -54,6 +54,10 @@ def test_free_form_file_and_blank_lines(tmp_path):
         ('{"input": "x", "choices": ["a", "b"], "answer": "c"}', r":2: field 'answer' 'c' is not one of"),
         ('{"input": "x", "answer": "a"}', r":2: field 'choices' is missing, but line 1"),
         ('{"input": "x", "choices": ["a"], "answer": "a", "meta": 5}', r":2: field 'meta' must be an object"),
+        (
+            '{"input": "xy", "choices": ["a"], "answer": "a", "meta": {"passage": [1, 5]}}',
+            r":2: field 'meta.passage': meta\['passage'\] must be \[start, end\]",
+        ),
     ],
 )
 def test_schema_errors_name_file_line_and_field(tmp_path, bad_line, pattern):

@@ -109,3 +109,61 @@ def test_taskdata_split_sizes():
     td = TaskData("toy", "multiple_choice", out["train"], out["validation"], out["test"])
     assert td.split_sizes() == {s: len(out[s]) for s in ("train", "validation", "test")}
     assert td.describe()["split_sizes"] == td.split_sizes()
+
+
+def test_questions_sharing_a_passage_are_kept_and_stay_together():
+    # Shaped like BIG-bench logical_deduction: one paragraph, three questions that differ only in their
+    # choices (append_choices_to_input false, so the inputs are equal). They used to count as
+    # conflicting labels and the whole task came out empty.
+    from spectral_moe.data import parse_bigbench_task
+
+    colours = ["black", "orange", "blue"]
+    examples = []
+    for i in range(40):
+        order = [colours[(i + k) % 3] for k in range(3)]
+        paragraph = f"Shelf {i}: the {order[0]} book is left of the {order[1]} book, left of the {order[2]}."
+        for pos, where in enumerate(("leftmost", "second from the left", "rightmost")):
+            scores = {f"The {c} book is the {where}.": int(c == order[pos]) for c in colours}
+            examples.append({"input": paragraph, "target_scores": scores})
+    task = {
+        "task_prefix": "The following paragraphs each describe three objects.\n\n",
+        "example_input_prefix": "",
+        "example_output_prefix": " ",
+        "append_choices_to_input": False,
+        "choice_prefix": "",
+        "examples": examples,
+    }
+    _, exs, _ = parse_bigbench_task(task, "bigbench:toy_logical_deduction")
+    # a real conflict: the same input and the same choices with another answer
+    first = exs[0]
+    wrong = next(c for c in first.choices if c != first.answer)
+    out, stats = split_examples([*exs, Example(first.task, first.input, first.choices, wrong)])
+    assert stats["conflicting_dropped"] == 2
+    assert sum(len(v) for v in out.values()) == len(exs) - 1
+    assert all(out[s] for s in ("train", "validation", "test"))
+    where: dict[str, set[str]] = {}
+    for split, members in out.items():
+        for e in members:
+            where.setdefault(e.passage, set()).add(split)
+    assert len(where) == 40 and all(len(s) == 1 for s in where.values())  # a passage never in two splits
+    counts = {p: sum(e.passage == p for v in out.values() for e in v) for p in where}
+    assert counts == {p: 2 if p == first.passage else 3 for p in where}
+
+
+def test_grouping_is_by_passage_not_by_the_whole_prompt():
+    # The same question with its choice list appended to the input (social_iqa style): different
+    # distractors make different inputs, but the passage is the same, so they share a split.
+    p = "Q: Is the sky blue?"
+    a = Example("toy", p + "\n  choice: yes\n  choice: no\nA:", (" yes", " no"), " yes", {"passage": [3, 19]})
+    b = Example(
+        "toy", p + "\n  choice: yes\n  choice: maybe\nA:", (" yes", " maybe"), " yes", {"passage": [3, 19]}
+    )
+    fillers = _examples(200)
+    for salt in range(20):  # some salt puts a and b apart when grouped by input
+        out, _ = split_examples([a, b, *fillers], salt=f"s{salt}")
+        placed = {s for s, members in out.items() for e in members if e in (a, b)}
+        assert len(placed) == 1
+    # examples without a passage (an empty input) are not all lumped into one split
+    empty = [Example("toy", "", (f" {i}", " x"), f" {i}", {"passage": [0, 0]}) for i in range(60)]
+    out, stats = split_examples(empty)
+    assert stats["conflicting_dropped"] == 0 and all(out[s] for s in ("train", "validation", "test"))

@@ -31,6 +31,9 @@ Example format (mirrors BIG-bench's ``default_format_fn``, with spacing fixed fo
   correct key at a fixed position (arithmetic puts it last in 99% of examples, date_understanding
   first), which a model scoring positions would learn;
 * ``answer`` is the key with the highest score (the first one on ties, as BIG-bench);
+* ``meta["passage"] = [start, end]`` locates ``<input>`` in the prompt (``[0, 0]`` when it is empty):
+  the passage that truncation may shorten and that splits group by
+  (:mod:`spectral_moe.data.prompts`, :mod:`spectral_moe.data.splits`);
 * a task is ``multiple_choice`` when every example has ``target_scores``, else ``free_form`` when every
   example has ``target`` (``answer`` = first target, stripped; ``meta["targets"]`` all of them,
   ``meta["completion"]`` the continuation with its leading space); a raw ``target`` next to
@@ -227,6 +230,14 @@ def _join_block(head: str, tail: str) -> str:
     return head.rstrip() + ("\n\n" if seam.count("\n") >= 2 else "\n") + tail.lstrip()
 
 
+def _compose(text: str, rest: str, task_prefix: str, input_prefix: str, output_prefix: str) -> str:
+    """The prompt: ``task_prefix`` block, then ``input_prefix + text + rest + output_prefix``."""
+    prompt = _glue(input_prefix, text + rest) + output_prefix
+    if task_prefix.strip():
+        prompt = _join_block(task_prefix, prompt)
+    return prompt.lstrip().rstrip(" \t")
+
+
 def _choice_order(text: str, choices: list[str]) -> list[str]:
     return sorted(choices, key=lambda c: hashlib.sha256(f"{text}\x1f{c}".encode()).hexdigest())
 
@@ -289,10 +300,16 @@ def parse_bigbench_task(data: dict, task: str) -> tuple[str, list[Example], dict
             answer_key, keys, body = targets[0], [], text
             meta["targets"] = targets
 
-        prompt = _glue(input_prefix, body) + output_prefix
-        if task_prefix.strip():
-            prompt = _join_block(task_prefix, prompt)
-        prompt = prompt.lstrip().rstrip(" \t")
+        rest = body[len(text) :]  # the choice list
+        prompt = _compose(text, rest, task_prefix, input_prefix, output_prefix)
+        # where <input> sits in the prompt: compose around a placeholder (same spacing, since text is
+        # stripped and non-empty), then check that substituting the text gives the prompt back
+        marked = _compose("\x00", rest, task_prefix, input_prefix, output_prefix) if text else ""
+        at = marked.find("\x00")
+        if at >= 0 and marked.replace("\x00", text, 1) == prompt:
+            meta["passage"] = [at, at + len(text)]
+        elif not text:
+            meta["passage"] = [0, 0]
         sep = "" if not prompt or prompt.endswith("\n") else " "
         if kind == "multiple_choice":
             choices = tuple(sep + k for k in keys)

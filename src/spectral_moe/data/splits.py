@@ -14,10 +14,14 @@ every machine, for every seed and whatever other examples the task contains.
 Before assigning, within a task:
 
 * exact duplicates (same ``uid``) are kept once;
-* examples are grouped by their ``input`` text. A group whose members disagree on the answer is
-  dropped entirely (conflicting labels; e.g. 5 questions in BIG-bench social_iqa). The other members of
-  a group share the split of the group's smallest ``uid``, so the same prompt never appears in two
-  splits (e.g. the same question with different distractors).
+* examples with the same ``input`` *and* the same ``choices`` but different answers are conflicting
+  labels and are all dropped (e.g. 5 questions listed twice in BIG-bench social_iqa);
+* the rest are grouped by their passage (:attr:`Example.passage`, the example's own text without the
+  task's prefixes and choice list; the whole ``input`` when no span is recorded). All members of a group
+  share the split of the group's smallest ``uid``, so a passage never appears in two splits: the several
+  questions that BIG-bench logical_deduction or hhh_alignment ask about one passage, which differ only
+  in their choices, stay together. Examples with an empty passage (cause_and_effect's prompt-less
+  examples) are not grouped.
 
 Caps (``max_train``, ``max_eval`` per split, ``max_eval`` applies to validation and test separately)
 keep the first examples in a hash order: ``sha256(salt:"eval":uid)`` for validation/test (independent of
@@ -167,18 +171,21 @@ def split_examples(
         uids.setdefault(ex.uid, ex)
     duplicates = len(examples) - len(uids)
 
+    answers: dict[tuple[str, str, tuple[str, ...]], set[str]] = defaultdict(set)
+    for ex in uids.values():
+        answers[(ex.task, ex.input, ex.choices)].add(ex.answer)
+    kept = {u: ex for u, ex in uids.items() if len(answers[(ex.task, ex.input, ex.choices)]) == 1}
+    conflicting = len(uids) - len(kept)
+
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for uid, ex in uids.items():
-        groups[(ex.task, ex.input)].append(uid)
+    for uid, ex in kept.items():
+        passage = ex.passage
+        groups[(ex.task, passage) if passage.strip() else (ex.task, "\x00" + uid)].append(uid)
 
     buckets: dict[str, list[tuple[str, Example]]] = {s: [] for s in SPLITS}
-    conflicting = 0
     for members in groups.values():
-        if len({uids[u].answer for u in members}) > 1:
-            conflicting += len(members)
-            continue
         split = _split_of(split_unit(min(members), salt), fr)
-        buckets[split].extend((u, uids[u]) for u in members)
+        buckets[split].extend((u, kept[u]) for u in members)
 
     out: dict[str, list[Example]] = {}
     for split in SPLITS:

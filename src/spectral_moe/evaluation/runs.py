@@ -52,11 +52,13 @@ def evaluate_run(
     split: str = "test",
     max_eval: int | None = None,
     task_type: str = "causal_lm",
+    max_length: int | None = None,
 ) -> dict[str, Any]:
     """Metrics of a run's tuned model (``run_dir``) or of ``base_model`` on ``tasks`` / ``split``.
 
-    For a run, tasks, caps and the task type default to the run's own (so the numbers reproduce
-    its ``metrics.json``); for a base model, ``suite:core`` with 50 examples per task.
+    For a run, tasks, caps, the task type and the prompt length ``max_length`` default to the run's own
+    (so the numbers reproduce its ``metrics.json``); for a base model, ``suite:core`` with 50 examples
+    per task and prompts of up to 1024 tokens.
     """
     from ..data import load_tasks
     from ..models import load_model
@@ -69,8 +71,10 @@ def evaluate_run(
         task_type = cfg.get("task_type", "causal_lm")
         max_train = cfg.get("max_train")
         max_eval = max_eval if max_eval is not None else cfg.get("max_eval")
+        max_length = max_length if max_length is not None else cfg.get("max_length", 256)
     elif max_eval is None:
         max_eval = 50
+    max_length = max_length if max_length is not None else 1024
     tasks = tasks or "suite:core"
     task_data = load_tasks(tasks, max_train=max_train, max_eval=max_eval, seed=0)
     labels = num_labels_for(task_data) if task_type == "seq_cls" else None
@@ -78,7 +82,7 @@ def evaluate_run(
         model, tokenizer, _ = load_run_model(run_dir, num_labels=labels)
     else:
         model, tokenizer = load_model(base_model, task_type, num_labels=labels)
-    result = evaluate_tasks(model, tokenizer, task_data, split, task_type)
+    result = evaluate_tasks(model, tokenizer, task_data, split, task_type, max_length=max_length)
     result["split"] = split
     result["source"] = str(run_dir) if run_dir is not None else f"base:{base_model}"
     return result

@@ -9,9 +9,20 @@ Multiple choice (the lm-evaluation-harness convention). For context ``c`` and ch
 Tokenisation as the harness does it: trailing spaces of the context move to the continuation,
 ``whole = enc(c + s)``, ``ctx = enc(c)``, continuation tokens = ``whole[len(ctx):]``.
 
+Prompts are built and truncated as in training (:mod:`spectral_moe.data.prompts`): BOS + instruction
++ passage + choice list / answer prefix, and only the passage loses tokens (from its left) when
+``context + continuation`` exceeds ``max_length``; the choices of one question share one context,
+fitted for the longest of them. Each task's metrics include ``truncated``, the fraction of its
+examples whose prompt lost tokens.
+
 Free-form tasks (GSM8K) and multiple-choice tasks whose examples carry a numeric reference
-(BIG-bench arithmetic, ``meta["target"]``): greedy decoding, the first number of the completion
-(commas removed) compared with the reference number (``exact_match``).
+(BIG-bench arithmetic, ``meta["target"]``): greedy decoding after ``BOS + prompt`` until EOS or
+``max_new_tokens``, the completion cut at the example's ``meta["stop"]`` strings, then its number
+compared with the reference number (``exact_match``). Which number: the first one (short answers,
+``max_new_tokens`` 32, 8 for arithmetic), or for examples with ``meta["answer_style"] ==
+"final_number"`` (GSM8K, trained on worked solutions) the final answer, the number after ``####`` or
+else the last number (:func:`spectral_moe.data.gsm8k.gsm8k_completion_answer`), with at least
+:data:`SOLUTION_MAX_NEW_TOKENS` new tokens to write the solution.
 """
 
 from __future__ import annotations
@@ -23,24 +34,67 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.gsm8k import gsm8k_completion_answer
+from ..data.prompts import (
+    FittedPrompt,
+    bos_ids,
+    build_prompt,
+    encode_pair,
+    eos_ids,
+    fit_to_length,
+    split_prompt,
+)
 from ..data.types import Example
 
+SOLUTION_MAX_NEW_TOKENS = 256
+SHORT_MAX_NEW_TOKENS = 32
 
-def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Token ids of ``context`` and of ``continuation`` given it (harness convention, no special tokens)."""
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-    # BPE may merge across the boundary; the harness takes the split at len(ctx) all the same.
-    return whole[: len(ctx)], whole[len(ctx) :]
+__all__ = [
+    "SOLUTION_MAX_NEW_TOKENS",
+    "SHORT_MAX_NEW_TOKENS",
+    "ChoiceResult",
+    "completion_answer",
+    "continuation_logprobs",
+    "encode_pair",
+    "evaluate_task",
+    "first_number",
+    "fit_pairs",
+    "generate_answers",
+    "macro_average",
+    "numeric_target",
+    "score_exact_match",
+    "score_multiple_choice",
+]
 
 
-def _prefix(tokenizer) -> list[int]:
-    bos = getattr(tokenizer, "bos_token_id", None)
-    return [bos] if bos is not None else []
+def fit_pairs(
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    max_length: int | None = 1024,
+    passages: Sequence[tuple[int, int] | None] | None = None,
+) -> list[FittedPrompt]:
+    """``BOS + context`` and continuation tokens of each pair, truncated by the data policy.
+
+    Pairs with the same context (and passage span) share one fitted context, sized for their longest
+    continuation plus EOS, as training sizes ``prompt + answer + EOS``: the choices of one question are
+    scored against the same tokens, and against the tokens training saw when the choices have equal
+    lengths.
+    """
+    spans = (
+        [None if s is None else tuple(s) for s in passages] if passages is not None else [None] * len(pairs)
+    )
+    if len(spans) != len(pairs):
+        raise ValueError(f"passages must have one span per pair: {len(spans)} spans, {len(pairs)} pairs")
+    parts = [split_prompt(tokenizer, c, s, span) for (c, s), span in zip(pairs, spans)]
+    longest: dict[tuple, int] = {}
+    for (context, _), span, p in zip(pairs, spans, parts):
+        key = (context, span)
+        longest[key] = max(longest.get(key, 0), len(p.continuation))
+    bos, n_eos = bos_ids(tokenizer), len(eos_ids(tokenizer))
+    return [
+        fit_to_length(p, max_length, bos=bos, reserve=longest[(context, span)] + n_eos)
+        for (context, _), span, p in zip(pairs, spans, parts)
+    ]
 
 
 def _context_forward(model, input_ids: torch.Tensor):
@@ -58,21 +112,32 @@ def _context_forward(model, input_ids: torch.Tensor):
 
 @torch.no_grad()
 def continuation_logprobs(
-    model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 16, max_length: int = 1024
+    model,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int = 16,
+    max_length: int | None = 1024,
+    passages: Sequence[tuple[int, int] | None] | None = None,
 ) -> list[tuple[float, int]]:
-    """``(Σ log p(continuation | context), number of continuation tokens)`` for each pair.
+    """``(Σ log p(continuation | BOS + context), number of continuation tokens)`` for each pair.
 
     Pairs whose context tokens are equal (the choices of one question) share one forward pass of
-    the context: its KV cache is repeated over the continuations, which run as one batch. Contexts
-    longer than ``max_length`` keep their last tokens. ``batch_size`` caps the continuations per pass.
+    the context: its KV cache is repeated over the continuations, which run as one batch. Contexts are
+    fitted to ``max_length`` by :func:`fit_pairs` (``passages``: the span of each context that may be
+    truncated, default all of it; BOS is always kept). ``batch_size`` caps the continuations per pass.
     """
+    return _score_fitted(model, tokenizer, fit_pairs(tokenizer, pairs, max_length, passages), batch_size)
+
+
+@torch.no_grad()
+def _score_fitted(
+    model, tokenizer, fitted: Sequence[FittedPrompt], batch_size: int
+) -> list[tuple[float, int]]:
     device = next(model.parameters()).device
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-    for i, (context, continuation) in enumerate(pairs):
-        ctx, cont = encode_pair(tokenizer, context, continuation)
-        ctx = (_prefix(tokenizer) + ctx)[-max_length:]
-        groups.setdefault(tuple(ctx), []).append((i, cont))
-    results: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
+    for i, f in enumerate(fitted):
+        groups.setdefault(tuple(f.context), []).append((i, f.continuation))
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(fitted)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for ctx, members in groups.items():
         out = _context_forward(model, torch.tensor([ctx], device=device))
@@ -124,20 +189,24 @@ class ChoiceResult:
 
 
 def score_multiple_choice(
-    model, tokenizer, examples: Sequence[Example], batch_size: int = 16, max_length: int = 1024
+    model, tokenizer, examples: Sequence[Example], batch_size: int = 16, max_length: int | None = 1024
 ) -> tuple[dict[str, float], list[ChoiceResult]]:
-    """``{"acc", "acc_norm", "n"}`` over ``examples`` and the per-example log-likelihoods."""
+    """``{"acc", "acc_norm", "n", "truncated"}`` over ``examples`` and the per-example log-likelihoods."""
     pairs = [(ex.input, choice) for ex in examples for choice in ex.choices]
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
-    out, k = [], 0
+    spans = [ex.passage_span for ex in examples for _ in ex.choices]
+    fitted = fit_pairs(tokenizer, pairs, max_length, spans)
+    scores = _score_fitted(model, tokenizer, fitted, batch_size)
+    out, k, truncated = [], 0, 0
     for ex in examples:
         n = len(ex.choices)
         out.append(ChoiceResult([s for s, _ in scores[k : k + n]], ex.label))
+        truncated += any(f.truncated for f in fitted[k : k + n])
         k += n
     acc = sum(r.pred == r.label for r in out)
     acc_norm = sum(r.pred_norm(ex.choices) == r.label for r, ex in zip(out, examples))
     total = max(len(examples), 1)
-    return {"acc": acc / total, "acc_norm": acc_norm / total, "n": len(examples)}, out
+    metrics = {"acc": acc / total, "acc_norm": acc_norm / total, "n": len(examples)}
+    return {**metrics, "truncated": truncated / total}, out
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -153,29 +222,50 @@ def first_number(text: str) -> str | None:
 
 
 @torch.no_grad()
-def generate_answers(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, batch_size: int = 8
+def _generate(
+    model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int
 ) -> list[str]:
-    """Greedy completions (decoded text after each prompt), left-padded batches."""
+    """Greedy completions of token-id prompts (left-padded batches), stopping at EOS."""
     device = next(model.parameters()).device
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = 0 if pad is None else pad
     outputs: list[str] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            batch = list(prompts[start : start + batch_size])
-            enc = tokenizer(batch, return_tensors="pt", padding=True).to(device)
-            gen = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            new = gen[:, enc["input_ids"].shape[1] :]
-            outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        width = max(len(p) for p in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, p in enumerate(batch):
+            ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[row, width - len(p) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=pad,
+        )
+        outputs.extend(tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True))
     return outputs
+
+
+def generate_answers(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = SHORT_MAX_NEW_TOKENS,
+    batch_size: int = 8,
+    max_length: int | None = 1024,
+    passages: Sequence[tuple[int, int] | None] | None = None,
+) -> list[str]:
+    """Greedy completions (decoded text after each prompt) of ``BOS + prompt``, fitted to ``max_length``
+    by the data policy (``passages``: the truncatable span of each prompt), stopping at EOS."""
+    spans = list(passages) if passages is not None else [None] * len(prompts)
+    fitted = [
+        build_prompt(tokenizer, p, "", max_length, passage=span, reserve=0) for p, span in zip(prompts, spans)
+    ]
+    return _generate(model, tokenizer, [f.context for f in fitted], max_new_tokens, batch_size)
 
 
 def numeric_target(example: Example) -> str | None:
@@ -190,19 +280,50 @@ def numeric_target(example: Example) -> str | None:
     )
 
 
+def _solution_style(example: Example) -> bool:
+    return example.meta.get("answer_style") == "final_number"
+
+
+def completion_answer(example: Example, text: str) -> str | None:
+    """The number a completion answers with: cut at the first of ``meta["stop"]``, then the final answer
+    (``answer_style == "final_number"``: after ``####``, else the last number) or the first number."""
+    for stop in example.meta.get("stop", ()):
+        text = text.split(stop, 1)[0]
+    return gsm8k_completion_answer(text) if _solution_style(example) else first_number(text)
+
+
 def score_exact_match(
-    model, tokenizer, examples: Sequence[Example], max_new_tokens: int = 32, batch_size: int = 8
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    max_new_tokens: int = SHORT_MAX_NEW_TOKENS,
+    batch_size: int = 8,
+    max_length: int | None = 1024,
 ) -> tuple[dict[str, float], list[str]]:
-    """``{"exact_match", "n"}``: first number of the greedy completion equals the reference number."""
-    completions = generate_answers(
-        model, tokenizer, [ex.input for ex in examples], max_new_tokens, batch_size
-    )
+    """``{"exact_match", "n", "truncated"}``: the completion's number (:func:`completion_answer`) equals
+    the reference number. Examples scored by their final answer get at least
+    :data:`SOLUTION_MAX_NEW_TOKENS` new tokens."""
+    fitted = [
+        build_prompt(tokenizer, ex.input, "", max_length, passage=ex.passage_span, reserve=0)
+        for ex in examples
+    ]
+    completions: list[str] = [""] * len(examples)
+    for solution in (False, True):
+        idx = [i for i, ex in enumerate(examples) if _solution_style(ex) == solution]
+        if not idx:
+            continue
+        n_new = max(max_new_tokens, SOLUTION_MAX_NEW_TOKENS) if solution else max_new_tokens
+        texts = _generate(model, tokenizer, [fitted[i].context for i in idx], n_new, batch_size)
+        for i, text in zip(idx, texts):
+            completions[i] = text
     hits = 0
     for ex, text in zip(examples, completions):
         want = numeric_target(ex) or first_number(ex.answer) or ex.answer.strip()
-        got = first_number(text)
+        got = completion_answer(ex, text)
         hits += got is not None and got == want
-    return {"exact_match": hits / max(len(examples), 1), "n": len(examples)}, completions
+    total = max(len(examples), 1)
+    truncated = sum(f.truncated for f in fitted)
+    return {"exact_match": hits / total, "n": len(examples), "truncated": truncated / total}, completions
 
 
 def evaluate_task(
@@ -211,10 +332,11 @@ def evaluate_task(
     examples: Sequence[Example],
     kind: str,
     batch_size: int = 16,
-    max_new_tokens: int = 32,
-    max_length: int = 1024,
+    max_new_tokens: int = SHORT_MAX_NEW_TOKENS,
+    max_length: int | None = 1024,
 ) -> dict[str, float]:
-    """Metrics of one task: log-likelihood accuracy for multiple choice, exact match for free-form."""
+    """Metrics of one task: log-likelihood accuracy for multiple choice, exact match for free-form;
+    ``truncated`` is the fraction of examples whose prompt did not fit ``max_length`` whole."""
     if not examples:
         return {"n": 0}
     was_training = model.training
@@ -223,11 +345,15 @@ def evaluate_task(
         if kind == "multiple_choice":
             metrics = score_multiple_choice(model, tokenizer, examples, batch_size, max_length)[0]
             if all(numeric_target(ex) is not None for ex in examples):  # arithmetic: also by generation
-                em = score_exact_match(model, tokenizer, examples, max_new_tokens=8, batch_size=batch_size)[0]
+                em = score_exact_match(
+                    model, tokenizer, examples, max_new_tokens=8, batch_size=batch_size, max_length=max_length
+                )[0]
                 metrics["exact_match"] = em["exact_match"]
             return metrics
         if kind == "free_form":
-            return score_exact_match(model, tokenizer, examples, max_new_tokens, max(batch_size // 2, 1))[0]
+            return score_exact_match(
+                model, tokenizer, examples, max_new_tokens, max(batch_size // 2, 1), max_length
+            )[0]
         raise ValueError(f"task kind must be 'multiple_choice' or 'free_form', got {kind!r}")
     finally:
         model.train(was_training)

@@ -5,6 +5,7 @@ A run directory holds::
     adapter/             the adapter in peft format (adapter_config.json + adapter_model.safetensors)
     run_config.json      the resolved RunConfig
     splits.json          every task's split sizes and how they were made
+    truncation.json      per task, the fraction of training and evaluation prompts cut to max_length
     train_log.jsonl      loss, learning rate, router load per layer and expert, FRAME orders
     metrics.json         per-task metrics of the base model and the tuned model, macro averages
     checkpoints/         Trainer checkpoints (for --resume)
@@ -30,13 +31,14 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..cache import atomic_write_json, replace_dir
 from ..data import TaskData, load_tasks, mix_tasks
+from ..data.prompts import build_prompt, encoder_input_ids
 from ..data.types import Example
 from ..evaluation.runs import head_layout, num_labels_for
-from ..evaluation.scoring import encode_pair, evaluate_task, macro_average
+from ..evaluation.scoring import evaluate_task, macro_average
 from ..optim import create_optimizer
 from ..tuners.frame import FrameLayer
 from ..tuners.moe_common import RoutedLayerMixin
-from .methods import DEFAULT_LR, DEFAULT_ORDER_LR, DEFAULT_SPECTRUM_LR, build_peft_config, check_method
+from .methods import DEFAULT_LR, DEFAULT_SPECTRUM_LR, build_peft_config, check_method
 
 DEFAULT_TARGETS = ["q_proj", "v_proj"]
 ENCODER_TARGETS = ["query", "value"]
@@ -107,18 +109,19 @@ class RunConfig:
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
-def causal_lm_features(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
-    """``input_ids`` of BOS + prompt + answer (+ EOS) and ``labels`` = -100 except on the answer."""
+def causal_lm_features(tokenizer, example: Example, max_length: int) -> dict[str, Any]:
+    """``input_ids`` of BOS + prompt + answer + EOS and ``labels`` = -100 except on answer + EOS.
+
+    Fitted to ``max_length`` by the data policy (:mod:`spectral_moe.data.prompts`, the same as
+    evaluation's): only the example's passage loses tokens, from its left; BOS, the task instruction,
+    the choice list and the answer stay. ``truncated`` says whether any prompt token was dropped.
+    """
     target = example.meta.get("completion", example.answer) if not example.choices else example.answer
-    ctx, cont = encode_pair(tokenizer, example.input, target)
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    prompt = bos + ctx
-    answer = cont + eos
-    ids = (prompt + answer)[-max_length:]
-    n_answer = min(len(answer), len(ids))
-    labels = [-100] * (len(ids) - n_answer) + ids[len(ids) - n_answer :]
-    return {"input_ids": ids, "labels": labels}
+    fitted = build_prompt(
+        tokenizer, example.input, target, max_length, passage=example.passage_span, add_eos=True
+    )
+    labels = [-100] * len(fitted.context) + fitted.continuation
+    return {"input_ids": fitted.ids, "labels": labels, "truncated": fitted.truncated}
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -160,13 +163,18 @@ class PadCollator:
 
 
 def seq_cls_features(tokenizer, example: Example, max_length: int, head: tuple[int, int] = (0, 0)) -> dict:
-    """Encoder features: ``labels = offset + choice index`` in the task's head ``(offset, size)``."""
-    ids = tokenizer(example.input, truncation=True, max_length=max_length)["input_ids"]
+    """Encoder features: ``labels = offset + choice index`` in the task's head ``(offset, size)``.
+
+    The input is fitted to ``max_length`` (special tokens included) by the data policy: only the
+    passage loses tokens, from its left; the instruction, the choice list and the answer prefix stay.
+    """
+    ids, fitted = encoder_input_ids(tokenizer, example.input, max_length, example.passage_span)
     offset, size = head
     return {
         "input_ids": ids,
         "labels": offset + example.label,
         "head": (offset, size or len(example.choices)),
+        "truncated": fitted.truncated,
     }
 
 
@@ -242,6 +250,23 @@ class SpectralTrainer(Trainer):
         self.skipped_steps.append(step)
         return torch.zeros_like(loss)
 
+    def _clip_grad_norm(self, model):
+        """Trainer's global gradient-norm clip over every parameter except FRAME's orders, which are not
+        clipped (``spectral_moe.optim``: their norm would otherwise shrink every other step). Returns the
+        pre-clip norm of the clipped parameters. FSDP, DeepSpeed and mixed device meshes keep Trainer's
+        own clip (orders included): their norms must be reduced over shards by the engine."""
+        from accelerate.utils import DistributedType
+
+        from ..optim import order_parameters
+
+        orders = {id(p) for p in order_parameters(model)}
+        engine = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        mixed = getattr(self, "_has_mixed_mesh_grads", lambda m: False)(model)
+        if not orders or engine or mixed:
+            return super()._clip_grad_norm(model)
+        rest = [p for p in model.parameters() if id(p) not in orders]
+        return self.accelerator.clip_grad_norm_(rest, self.args.max_grad_norm)
+
     def _loss_is_scaled_for_ga(self, num_items_in_batch) -> bool:
         """Mirror of Trainer.training_step: True when Trainer will not divide the loss by the
         gradient-accumulation steps (it was normalised by ``num_items_in_batch`` instead)."""
@@ -286,11 +311,27 @@ class SpectralTrainer(Trainer):
         logits = outputs.logits.float().masked_fill(
             ~head_mask(heads, outputs.logits.shape[-1]), float("-inf")
         )
-        loss = torch.nn.functional.cross_entropy(logits, labels)
+        # One optimizer step must see the mean cross-entropy over all of its examples (B per micro-batch,
+        # G = accumulation steps). Where Trainer divides the returned loss by G, return the micro-batch
+        # mean; where it does not (it believes the loss was normalised by num_items_in_batch = the
+        # examples of the whole step, as the causal-LM loss is), return
+        #   loss = scale · Σ_{i ∈ micro-batch} CE_i / num_items_in_batch
+        # with Trainer's device factor `scale` (token counts averaged across processes), and 1/G of the
+        # router loss, as the causal-LM branch does.
+        steps = getattr(self, "current_gradient_accumulation_steps", 1)
+        if self._loss_is_scaled_for_ga(num_items_in_batch):
+            count = num_items_in_batch if num_items_in_batch is not None else labels.numel() * steps
+            count = torch.as_tensor(count, device=logits.device, dtype=logits.dtype)
+            total = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+            loss = total / count * self._trainer_loss_scale(num_items_in_batch)
+            aux_weight = 1.0 / steps
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            aux_weight = 1.0
         aux = getattr(self.accelerator.unwrap_model(model), "get_router_aux_loss", None)  # DDP wraps it
-        extra = aux(weighted=True) if callable(aux) else None
+        extra = aux(weighted=True) if model.training and callable(aux) else None
         if extra is not None:
-            loss = loss + extra.to(loss.dtype)
+            loss = loss + extra.to(loss.dtype) * aux_weight
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
@@ -332,13 +373,19 @@ def evaluate_tasks(
     batch_size: int = 16,
     max_length: int = 1024,
 ) -> dict[str, Any]:
-    """Per-task metrics on ``split`` and their macro averages."""
+    """Per-task metrics on ``split`` and their macro averages.
+
+    Prompts are fitted to ``max_length`` tokens by the data policy (a run evaluates with its training
+    ``max_length``); each task's ``truncated`` is the fraction of its examples that lost tokens.
+    """
     per_task = {}
     layout = head_layout(tasks)
     for task in tasks:
         examples = getattr(task, split)
         if task_type == "seq_cls":
-            per_task[task.name] = evaluate_classifier(model, tokenizer, examples, layout[task.name])
+            per_task[task.name] = evaluate_classifier(
+                model, tokenizer, examples, layout[task.name], max_length=max_length
+            )
         else:
             per_task[task.name] = evaluate_task(
                 model, tokenizer, examples, task.kind, batch_size=batch_size, max_length=max_length
@@ -353,21 +400,73 @@ def evaluate_tasks(
 
 @torch.no_grad()
 def evaluate_classifier(
-    model, tokenizer, examples: list[Example], head: tuple[int, int], batch_size: int = 32
+    model,
+    tokenizer,
+    examples: list[Example],
+    head: tuple[int, int],
+    batch_size: int = 32,
+    max_length: int = 512,
 ) -> dict[str, float]:
-    """Accuracy of the argmax within the task's head."""
+    """Accuracy of the argmax within the task's head (inputs fitted to ``max_length`` as in training)."""
     was = model.training
     model.eval()
-    hits = 0
+    hits = truncated = 0
     collate = PadCollator(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
     for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        batch = collate([seq_cls_features(tokenizer, ex, 512, head) for ex in chunk])
+        rows = [
+            seq_cls_features(tokenizer, ex, max_length, head) for ex in examples[start : start + batch_size]
+        ]
+        truncated += sum(r["truncated"] for r in rows)
+        batch = {k: v.to(device) for k, v in collate(rows).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logits = logits.float().masked_fill(~head_mask(batch["heads"], logits.shape[-1]), float("-inf"))
         hits += int((logits.argmax(-1) == batch["labels"]).sum())
     model.train(was)
-    return {"acc": hits / max(len(examples), 1), "n": len(examples)}
+    total = max(len(examples), 1)
+    return {"acc": hits / total, "n": len(examples), "truncated": truncated / total}
+
+
+TRUNCATION_WARN_FRACTION = 0.05
+
+
+def truncation_report(
+    max_length: int,
+    tasks: list[TaskData],
+    stream: list[Example],
+    rows: list[dict],
+    evaluation: dict[str, Any] | None,
+    eval_split: str,
+) -> dict[str, Any]:
+    """What ``truncation.json`` records: per task, the fraction of its training sequences (``stream`` and
+    their feature ``rows``) and of its ``eval_split`` examples (``evaluation``, an :func:`evaluate_tasks`
+    summary, when there is one yet) whose prompt lost tokens to ``max_length``; and a warning line for
+    each fraction above :data:`TRUNCATION_WARN_FRACTION`."""
+    counts: dict[str, list[int]] = {t.name: [0, 0] for t in tasks}
+    for ex, row in zip(stream, rows):
+        counts[ex.task][0] += int(row["truncated"])
+        counts[ex.task][1] += 1
+    per_task: dict[str, dict[str, float]] = {}
+    warnings: list[str] = []
+    for task in tasks:
+        hit, n = counts[task.name]
+        fractions = {"train": hit / n if n else 0.0}
+        scored = (evaluation or {}).get("tasks", {}).get(task.name, {})
+        if "truncated" in scored:
+            fractions[eval_split] = scored["truncated"]
+        per_task[task.name] = {k: round(v, 4) for k, v in fractions.items()}
+        for split, value in fractions.items():
+            if value > TRUNCATION_WARN_FRACTION:
+                warnings.append(
+                    f"{split}: {value:.0%} of {task.name}'s prompts exceed max_length={max_length} tokens "
+                    f"and lose the start of their passage; raise max_length to keep them whole"
+                )
+    return {
+        "max_length": max_length,
+        "warn_above": TRUNCATION_WARN_FRACTION,
+        "tasks": per_task,
+        "warnings": warnings,
+    }
 
 
 def trainable_parameters(model: torch.nn.Module) -> int:
@@ -433,7 +532,7 @@ def train(
     if cfg.eval_base and main:
         log(f"evaluating the base model on {len(tasks)} task(s) ({cfg.eval_split} split)")
         metrics["base"] = evaluate_tasks(
-            model, tokenizer, tasks, cfg.eval_split, cfg.task_type, cfg.eval_batch_size
+            model, tokenizer, tasks, cfg.eval_split, cfg.task_type, cfg.eval_batch_size, cfg.max_length
         )
 
     targets = cfg.target_modules or (DEFAULT_TARGETS if cfg.task_type == "causal_lm" else ENCODER_TARGETS)
@@ -454,13 +553,18 @@ def train(
             atomic_write_json(out / "heads.json", layout)
         rows = [seq_cls_features(tokenizer, ex, cfg.max_length, layout[ex.task]) for ex in stream]
     train_rows = ListDataset(rows)
+    truncation = truncation_report(cfg.max_length, tasks, stream, rows, metrics.get("base"), cfg.eval_split)
+    if main:
+        atomic_write_json(out / "truncation.json", truncation)
+        for line in truncation["warnings"]:
+            log(line)
 
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
     has_spectrum = cfg.method == "fouriermoe"
     optimizer = create_optimizer(
         model,
         lr,
-        order_lr=cfg.order_lr if cfg.order_lr is not None else DEFAULT_ORDER_LR,
+        order_lr=cfg.order_lr,  # None: each FRAME layer's measured default (optim.create_optimizer)
         order_optimizer=cfg.order_optimizer,
         weight_decay=cfg.weight_decay,
         spectrum_lr=cfg.spectrum_lr
@@ -518,8 +622,14 @@ def train(
     log(f"evaluating the tuned model ({cfg.eval_split} split)")
     t_eval = time.time()
     metrics["tuned"] = evaluate_tasks(
-        model, tokenizer, tasks, cfg.eval_split, cfg.task_type, cfg.eval_batch_size
+        model, tokenizer, tasks, cfg.eval_split, cfg.task_type, cfg.eval_batch_size, cfg.max_length
     )
+    if not cfg.eval_base:  # the evaluation fractions are known only now
+        truncation = truncation_report(cfg.max_length, tasks, stream, rows, metrics["tuned"], cfg.eval_split)
+        atomic_write_json(out / "truncation.json", truncation)
+        for line in truncation["warnings"]:
+            if line.startswith(f"{cfg.eval_split}:"):
+                log(line)
     metrics["eval_seconds"] = round(time.time() - t_eval, 2)
     metrics["total_seconds"] = round(time.time() - t0, 2)
     atomic_write_json(out / "metrics.json", metrics)
