@@ -1,7 +1,9 @@
 """The evidence for issue 6: main comparisons, ablations and the study report, all resumable.
 
-Every run is one ``spectral_moe.training.run.train`` call in its own directory; a finished run (same
-config, ``metrics.json`` present) is reused, so each command can be interrupted and run again.
+Every run is one ``spectral_moe.training.run.train`` call in its own directory; a finished run is
+reused when nothing that made it changed (run config, adapter config as built now, library version,
+data splits: ``spectral_moe.evaluation.compare.reuse_mismatch``), so each command can be interrupted
+and run again.
 
     # main comparison: 5 methods at matched trainable parameters, learning-rate sweep on validation
     # (extended past a winning edge with --lr-extend), then every seed on test (spectral-moe compare
@@ -31,7 +33,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-from spectral_moe.evaluation.compare import _macro, _mean_std, _train_or_reuse, count_trainable, run_compare
+from spectral_moe.evaluation.compare import (
+    count_trainable,
+    macro_score,
+    mean_std,
+    run_compare,
+    train_or_reuse,
+)
 from spectral_moe.training.run import RunConfig
 
 METHODS = ["lora", "fourierft", "moelora", "fouriermoe", "frame"]
@@ -89,8 +97,11 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     **{f"frame-{t}": ("frame", {"transform": t}) for t in ("hermite", "chirp", "weighted")},
     "frame-fixed0": ("frame", {"transform": "hermite", "learn_order": False, "order_init": 0.0}),
     "frame-fixed1": ("frame", {"transform": "hermite", "learn_order": False, "order_init": 1.0}),
-    "frame-orderlr0.1": ("frame", {"transform": "hermite", "__order_lr_mult": 0.1}),
-    "frame-orderlr10": ("frame", {"transform": "hermite", "__order_lr_mult": 10.0}),
+    # ×0.1 and ×10 the order learning rate of 1e-2, the one default for every transform when the study
+    # ran; the default is now each transform's measured rate (order_lr None: optim.create_optimizer), so
+    # these two state theirs as numbers ("__order_lr": RunConfig.order_lr, not an adapter option)
+    "frame-orderlr0.1": ("frame", {"transform": "hermite", "__order_lr": 1e-3}),
+    "frame-orderlr10": ("frame", {"transform": "hermite", "__order_lr": 1e-1}),
 }
 REFERENCE = {"fouriermoe": "fm-n250", "frame": "frame-hermite"}
 
@@ -146,12 +157,7 @@ def cmd_ablations(args: argparse.Namespace) -> None:
     for name in names:
         method, options = ABLATIONS[name]
         options = dict(options)
-        mult = options.pop("__order_lr_mult", None)
-        extra = {}
-        if mult is not None:
-            from spectral_moe.training.methods import DEFAULT_ORDER_LR
-
-            extra["order_lr"] = DEFAULT_ORDER_LR * mult
+        extra = {"order_lr": options.pop("__order_lr")} if "__order_lr" in options else {}
         for seed in seeds:
             cfg = dataclasses.replace(
                 base,
@@ -163,13 +169,13 @@ def cmd_ablations(args: argparse.Namespace) -> None:
                 **extra,
             )
             print(f"== ablation {name} seed {seed}", flush=True)
-            _train_or_reuse(cfg)
+            train_or_reuse(cfg, log=print)
 
 
 def _fmt(values: list[float]) -> str:
     if not values:
         return "-"
-    mean, std = _mean_std(values)
+    mean, std = mean_std(values)
     return f"{100 * mean:.1f} ± {100 * std:.1f} (n={len(values)})"
 
 
@@ -179,7 +185,7 @@ def _ablation_scores(root: Path, name: str) -> tuple[dict[int, float], dict[int,
     for path in sorted((root / "ablations").glob(f"{name}-s*/metrics.json")):
         result = json.loads(path.read_text())
         seed = int(path.parent.name.rsplit("-s", 1)[1])
-        acc[seed] = _macro(result["tuned"])
+        acc[seed] = macro_score(result["tuned"])
         if "macro_exact_match" in result["tuned"]:
             em[seed] = result["tuned"]["macro_exact_match"]
         params = result["trainable_params"]
@@ -205,7 +211,7 @@ def ablation_table(root: Path) -> list[str]:
         delta = "-" if name == default or not paired else f"{100 * sum(paired) / len(paired):+.1f}"
         per_seed = ", ".join(f"{100 * acc[s]:.1f}" for s in sorted(acc))
         opts = (
-            ", ".join(f"order_lr×{v:g}" if k == "__order_lr_mult" else f"{k}={v}" for k, v in options.items())
+            ", ".join(f"order_lr={v:g}" if k == "__order_lr" else f"{k}={v}" for k, v in options.items())
             or "defaults"
         )
         rows.append(

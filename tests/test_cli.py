@@ -128,6 +128,43 @@ def test_compare_writes_table_and_chart(tiny, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     params = {m: r[0]["trainable_params"] for m, r in results["runs"].items()}
     assert all(abs(p - 3000) / 3000 < 0.5 for p in params.values()), params
+    # the budget solved r; α/r stayed each method's default (lora 16/8, moelora 8/4) and the table says so
+    assert results["scale"] == {"lora": "α/r=2", "moelora": "α/r=2"}
+    for method in ("lora", "moelora"):
+        opts = results["options"][method]
+        assert opts["lora_alpha"] == 2 * opts["r"]
+        saved = json.loads((out / "runs" / f"{method}-s0" / "adapter" / "adapter_config.json").read_text())
+        assert saved["lora_alpha"] == 2 * saved["r"]
+    assert "α/r=2" in md
+
+
+def test_compare_retrains_only_runs_whose_library_default_changed(tiny, tmp_path, monkeypatch):
+    from spectral_moe.training.methods import DEFAULTS
+
+    model, task = tiny
+    out = tmp_path / "cmp"
+    argv = ["compare", "--methods", "lora,moelora", "--model", model, "--tasks", f"jsonl:{task}"]
+    argv += [
+        "--steps",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "adapter.r=2",
+        "--set",
+        "adapter.num_experts=2",
+    ]
+    assert main(argv) == 0
+    stamps = {p.parent.name: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
+    assert main(argv) == 0  # real runs' saved adapter configs match the ones built now: all reused
+    assert {p.parent.name: p.stat().st_mtime_ns for p in out.rglob("metrics.json")} == stamps
+    monkeypatch.setitem(DEFAULTS["moelora"], "top_k", 1)  # a library default moves; lora is unaffected
+    assert main(argv) == 0
+    now = {p.parent.name: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
+    assert now["lora-s0"] == stamps["lora-s0"] and now["moelora-s0"] != stamps["moelora-s0"]
+    saved = json.loads((out / "runs" / "moelora-s0" / "adapter" / "adapter_config.json").read_text())
+    assert saved["top_k"] == 1
 
 
 def test_compare_lr_sweep_picks_on_validation_and_resumes(tiny, tmp_path, capsys):
@@ -143,7 +180,8 @@ def test_compare_lr_sweep_picks_on_validation_and_resumes(tiny, tmp_path, capsys
     for mult in (0.5, 2.0):  # sweep runs are scored on the validation split, at seed 0
         cfg = json.loads((out / "sweep" / f"frame-lr{mult:g}" / "run_config.json").read_text())
         assert cfg["eval_split"] == "validation" and cfg["seed"] == 0
-        assert cfg["lr"] == pytest.approx(1e-3 * mult) and cfg["order_lr"] == pytest.approx(1e-2 * mult)
+        # the main rates are swept; FRAME's order LR is its own axis: the library default (None) every time
+        assert cfg["lr"] == pytest.approx(1e-3 * mult) and cfg["order_lr"] is None
     best = max(scores, key=lambda m: (scores[m], -abs(m - 1)))
     for seed in (0, 1):
         cfg = json.loads((out / "runs" / f"frame-s{seed}" / "run_config.json").read_text())
@@ -160,17 +198,17 @@ def test_compare_lr_extend_goes_past_a_winning_edge(tiny, tmp_path, monkeypatch)
     import spectral_moe.evaluation.compare as compare
 
     model, task = tiny
-    real = compare._train_or_reuse
+    real = compare.train_or_reuse
     rigged = {0.5: 0.1, 2.0: 0.2, 8.0: 0.3, 32.0: 0.25}  # validation macro acc by multiplier
 
-    def fake(cfg):
-        metrics = real(cfg)
+    def fake(cfg, log=None):
+        metrics = real(cfg, log)
         if cfg.eval_split == "validation":
             mult = round(cfg.lr / 1e-3, 6)
             metrics["tuned"] = {**metrics["tuned"], "macro_acc": rigged[mult]}
         return metrics
 
-    monkeypatch.setattr(compare, "_train_or_reuse", fake)
+    monkeypatch.setattr(compare, "train_or_reuse", fake)
     out = tmp_path / "cmp"
     argv = ["compare", "--methods", "lora", "--model", model, "--tasks", f"jsonl:{task}", "--steps", "1"]
     argv += ["--lr-sweep", "0.5,2", "--lr-extend", "3", "--out", str(out), "--quiet", "--set", "adapter.r=2"]
@@ -198,6 +236,14 @@ def test_compare_lr_extend_goes_past_a_winning_edge(tiny, tmp_path, monkeypatch)
         (["train", "--model", "/no/such/model", "--steps", "1"], "not found"),
         (["train", "--model", "./missing-model", "--steps", "1"], "smollm2-135m"),
         (["train", "--tasks", "jsonl:missing.jsonl", "--steps", "1"], "not found"),
+        (
+            ["compare", "--methods", "lora,frame", "--set", "adapter.n_frequency=8", "--out", "x"],
+            "belong to none",
+        ),
+        (["compare", "--methods", "lora", "--set", "frame.r=2", "--out", "x"], "options for method 'frame'"),
+        (["compare", "--methods", "frame", "--set", "frame.nope=2", "--out", "x"], "frame has no option"),
+        (["train", "--method", "lora", "--set", "frame.r=2"], "applies to method 'frame'"),
+        (["train", "--set", "frame.=2"], "no option name"),
     ],
 )
 def test_bad_input_is_one_line_error(argv, needle, capsys, tmp_path, monkeypatch):
@@ -208,6 +254,84 @@ def test_bad_input_is_one_line_error(argv, needle, capsys, tmp_path, monkeypatch
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("where", ["before", "after", "env"])
+def test_debug_shows_the_traceback_behind_the_one_line_error(where, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SPECTRAL_MOE_DEBUG", raising=False)
+    argv = ["train", "--steps", "0"]
+    assert main(argv) == 2 and "Traceback" not in capsys.readouterr().err
+    if where == "env":
+        monkeypatch.setenv("SPECTRAL_MOE_DEBUG", "1")
+    argv = {"before": ["--debug", *argv], "after": [*argv, "--debug"], "env": argv}[where]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    # the traceback, down to the ValueError the config raised, then the same one-line message last
+    assert (
+        "Traceback (most recent call last)" in err and "ValueError: steps must be a positive integer" in err
+    )
+    assert (
+        err.strip().splitlines()[-1].startswith("spectral-moe train: error: steps must be a positive integer")
+    )
+
+
+def test_debug_traceback_for_library_errors(tiny, tmp_path, capsys, monkeypatch):
+    """A ValueError from inside a run (exit code 1) also shows its traceback under --debug."""
+    model, _ = tiny
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a", "choices": ["x", "y"], "answer": "x"}\n{"input": "b", "choices": [\n')
+    argv = [
+        "train",
+        "--model",
+        model,
+        "--tasks",
+        f"jsonl:{bad}",
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    monkeypatch.setenv("SPECTRAL_MOE_DEBUG", "0")  # "0" means off
+    assert main(argv) == 1 and "Traceback" not in capsys.readouterr().err
+    assert main([*argv, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "bad.jsonl:2" in err.strip().splitlines()[-1]
+
+
+def test_set_reaches_every_method_that_has_the_option(tmp_path, monkeypatch):
+    """``adapter.KEY`` reaches every compared method with that option, ``METHOD.KEY`` that method only."""
+    import spectral_moe.evaluation.compare as compare
+
+    seen = []
+
+    def fake(cfg, log=None):
+        seen.append((cfg.method, dict(cfg.adapter)))
+        return {
+            "tuned": {"tasks": {"t": {"acc": 0.5}}, "macro_acc": 0.5},
+            "train": {"train_seconds": 1.0, "train_tokens_per_second": 1.0},
+            "trainable_params": 1,
+        }
+
+    monkeypatch.setattr(compare, "train_or_reuse", fake)
+    argv = ["compare", "--methods", "lora,fouriermoe,frame", "--out", str(tmp_path / "cmp"), "--quiet"]
+    argv += ["--set", "adapter.r=2", "--set", "adapter.num_experts=2", "--set", "frame.transform=hermite"]
+    argv += ["--set", "fouriermoe.n_frequency=8"]
+    assert main(argv) == 0
+    assert dict(seen) == {
+        "lora": {"r": 2},
+        "fouriermoe": {"num_experts": 2, "n_frequency": 8},
+        "frame": {"r": 2, "num_experts": 2, "transform": "hermite"},
+    }
+
+
+def test_train_takes_its_own_method_options(tmp_path):
+    from spectral_moe.cli import _run_config, build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--method", "frame", "--set", "adapter.r=2", "--set", "frame.transform=chirp"]
+    )
+    assert _run_config(args).adapter == {"r": 2, "transform": "chirp"}
 
 
 class _noop:

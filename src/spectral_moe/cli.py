@@ -1,15 +1,21 @@
 """``spectral-moe`` command line: train, eval, compare, analyze, demo.
 
 Every wrong option value ends in one line on stderr (``spectral-moe: error: ...``) and exit code 2;
-nothing is written for a run that fails validation.
+nothing is written for a run that fails validation. ``--debug`` (before or after the command) or the
+environment variable ``SPECTRAL_MOE_DEBUG=1`` also prints the full traceback behind that line.
+
+``--set`` takes run options (``lr=1e-3``), method options for every method that has them
+(``adapter.r=4``) and one method's own options (``frame.transform=hermite``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +34,23 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _apply_sets(values: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+def _apply_sets(
+    values: dict[str, Any], sets: list[str], per_method: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """``--set`` items into run options ``values``: ``KEY=V`` a run option, ``adapter.KEY=V`` a method
+    option, ``METHOD.KEY=V`` (``frame.transform=hermite``) one method's option, into ``per_method``."""
     for item in sets:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise CliError(f"--set takes key=value, got {item!r}")
         value = _parse_value(raw)
-        if key.startswith("adapter."):
-            values.setdefault("adapter", {})[key.removeprefix("adapter.")] = value
+        prefix, dot, option = key.partition(".")
+        if dot and not option:
+            raise CliError(f"--set {item!r}: no option name after {prefix + '.'!r}")
+        if prefix == "adapter" and dot:
+            values.setdefault("adapter", {})[option] = value
+        elif prefix in METHODS and dot:
+            per_method.setdefault(prefix, {})[option] = value
         else:
             values[key] = value
     return values
@@ -57,7 +72,9 @@ def _load_config_file(path: str | None) -> dict[str, Any]:
     return data
 
 
-def _run_config(args: argparse.Namespace, **fixed: Any):
+def _run_config(args: argparse.Namespace, per_method: dict[str, dict[str, Any]] | None = None, **fixed: Any):
+    """The run config of the command line. ``METHOD.KEY=V`` sets go into ``per_method`` when it is given
+    (compare); otherwise (train) they must name the method trained and join its adapter options."""
     from .training.run import RunConfig
 
     values = _load_config_file(getattr(args, "config", None))
@@ -66,12 +83,21 @@ def _run_config(args: argparse.Namespace, **fixed: Any):
         if value is not None:
             values[key] = value
     values.update(fixed)
-    values = _apply_sets(values, getattr(args, "set", None) or [])
+    own: dict[str, dict[str, Any]] = {} if per_method is None else per_method
+    values = _apply_sets(values, getattr(args, "set", None) or [], own)
     try:
         cfg = RunConfig.from_dict(values)
         cfg.validate()
     except (TypeError, ValueError) as err:
         raise CliError(str(err)) from err
+    if per_method is None and own:
+        others = sorted(set(own) - {cfg.method})
+        if others:
+            raise CliError(
+                f"--set {others[0]}.KEY applies to method {others[0]!r}, but this run trains {cfg.method!r} "
+                f"(use adapter.KEY or {cfg.method}.KEY)"
+            )
+        cfg.adapter = {**cfg.adapter, **own.get(cfg.method, {})}
     return cfg
 
 
@@ -158,7 +184,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .evaluation.compare import run_compare
+    from .evaluation.compare import method_adapters, run_compare
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -168,7 +194,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError as err:
         raise CliError(f"--seeds must be a comma list of integers, got {args.seeds!r}") from err
-    base_cfg = _run_config(args, method=methods[0], out=str(Path(args.out) / "runs"))
+    per_method: dict[str, dict[str, Any]] = {}
+    base_cfg = _run_config(args, per_method, method=methods[0], out=str(Path(args.out) / "runs"))
+    try:
+        method_adapters(methods, base_cfg.adapter, per_method)
+    except ValueError as err:
+        raise CliError(str(err)) from err
     _check_out_dir(args.out)
     _check_tasks(base_cfg.tasks)
     try:
@@ -189,6 +220,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         budget_params=args.budget_params,
         lr_multipliers=mults,
         lr_extend=args.lr_extend,
+        method_options=per_method,
     )
     print(report)
     return 0
@@ -279,16 +311,25 @@ def _add_run_options(p: argparse.ArgumentParser, with_method: bool = True) -> No
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a run option (e.g. lr=1e-3, batch_size=4) or a method option (adapter.n_frequency=500)",
+        help="override a run option (e.g. lr=1e-3, batch_size=4), a method option for every method that has "
+        "it (adapter.n_frequency=500) or one method's option (frame.transform=hermite)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+DEBUG_ENV = "SPECTRAL_MOE_DEBUG"
+_DEBUG_HELP = f"on an error, print the full traceback as well as the one-line message (or set {DEBUG_ENV}=1)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="spectral-moe", description="Spectral mixture-of-experts fine-tuning.")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    # each command takes --debug too; SUPPRESS keeps a subcommand from resetting the top-level flag
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="fine-tune one method on tasks and evaluate it")
+    p = sub.add_parser("train", parents=[common], help="fine-tune one method on tasks and evaluate it")
     _add_run_options(p)
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--out", help="run directory (default runs/run)")
@@ -300,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run directory or a base model")
+    p = sub.add_parser("eval", parents=[common], help="evaluate a run directory or a base model")
     p.add_argument("run_dir", nargs="?", help="a run directory written by train")
     p.add_argument("--base", help="evaluate this base model without adaptation")
     p.add_argument("--tasks", help="task specs (default: the run's tasks, or suite:core)")
@@ -309,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-type", choices=["causal_lm", "seq_cls"], default="causal_lm")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("compare", help="train several methods and seeds; markdown table + bar chart")
+    p = sub.add_parser(
+        "compare", parents=[common], help="train several methods and seeds; markdown table + bar chart"
+    )
     p.add_argument("--methods", required=True, help=f"comma list of {', '.join(METHODS)}")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
     p.add_argument("--budget-params", type=int, help="match every method's trainable parameters to this")
@@ -329,12 +372,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, with_method=False)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("analyze", help="figures of a run: expert load, orders, spectra, training curve")
+    p = sub.add_parser(
+        "analyze", parents=[common], help="figures of a run: expert load, orders, spectra, training curve"
+    )
     p.add_argument("run_dir")
     p.add_argument("--max-examples", type=int, default=20, help="examples per task for the load figures")
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("demo", help="the README's main job: FourierMoE on smollm2-135m over suite:core")
+    p = sub.add_parser(
+        "demo", parents=[common], help="the README's main job: FourierMoE on smollm2-135m over suite:core"
+    )
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--max-eval", type=int, default=20, help="test examples per task (default 20)")
@@ -343,15 +390,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def debug_enabled(args: argparse.Namespace) -> bool:
+    """``--debug`` given, or ``SPECTRAL_MOE_DEBUG`` set to anything but ``""``, ``0``, ``false``, ``no``."""
+    env = os.environ.get(DEBUG_ENV, "").strip().lower()
+    return bool(getattr(args, "debug", False)) or env not in ("", "0", "false", "no")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except CliError as err:
+        if debug_enabled(args):
+            traceback.print_exc(file=sys.stderr)
         print(f"spectral-moe {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (ValueError, OSError, RuntimeError) as err:  # OSError: files, permissions, model loading
+        if debug_enabled(args):
+            traceback.print_exc(file=sys.stderr)
         message = " ".join(str(err).split())  # one line, whatever the library wrote
         if isinstance(err, OSError) and "huggingface.co" in message:
             message = (

@@ -44,7 +44,7 @@ def test_report_collects_ablations(tmp_path, monkeypatch):
     )
     assert "| fm-n250 | fouriermoe | n_frequency=250 | 123 | 30.0 ± 0.0 (n=2) | 30.0, 30.0 | - |" in text
     assert (
-        "| frame-orderlr10 | frame | transform=hermite, order_lr×10 | 123 | 20.0 ± 0.0 (n=1) | 20.0 | +10.0 |"
+        "| frame-orderlr10 | frame | transform=hermite, order_lr=0.1 | 123 | 20.0 ± 0.0 (n=1) | 20.0 | +10.0 |"
         in text
     )
 
@@ -107,3 +107,17 @@ def test_main_encoder_single_runs_the_chosen_tasks_with_the_sweep_options(tmp_pa
     monkeypatch.setattr(sys, "argv", [*argv, "--single-tasks", "bigbench:nope"])
     with pytest.raises(SystemExit, match="unknown single task"):
         study.main()
+
+
+def test_ablations_train_each_variant_with_its_options_and_order_lr(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(study, "train_or_reuse", lambda cfg, log=None: calls.append(cfg))
+    argv = ["study.py", "ablations", "--seeds", "0", "--out", str(tmp_path), "--only"]
+    monkeypatch.setattr(sys, "argv", [*argv, "frame-orderlr10,frame-hermite,fm-real"])
+    study.main()
+    got = {Path(c.out).name: (c.method, c.adapter, c.order_lr, c.eval_base) for c in calls}
+    assert got == {
+        "frame-orderlr10-s0": ("frame", {"transform": "hermite"}, 0.1, False),
+        "frame-hermite-s0": ("frame", {"transform": "hermite"}, None, False),  # None: the library default
+        "fm-real-s0": ("fouriermoe", {"n_frequency": 250, "complex_coefficients": False}, None, False),
+    }
