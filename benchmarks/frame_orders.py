@@ -19,7 +19,9 @@ order learning rate unless ``--order-lr``; both decayed linearly to 0, as ``Trai
 against the target for random Gaussian ``x`` (batch 64);
 printed: the final order and the held-out loss relative to the target's power
 ``E‖ΔW* x‖² / E‖ΔW* x‖²`` for FRAME and for MoE-LoRA with the same experts and rank. The spatial
-case (``a* = 0``) is also run with the default ``order_init`` at 4 experts, top-2.
+case (``a* = 0``) is also run with the default ``order_init`` at 4 experts, top-2, with and without
+the router bias (``router_bias``) and with the load-balancing loss off and at 0.01 (``--spatial-only``:
+this case alone).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from torch import nn
 
 from spectral_moe import FrameConfig, MoELoraConfig, create_optimizer
+from spectral_moe.routing import load_balancing_loss, route
 from spectral_moe.spectral.frame import transformed_factors
 from spectral_moe.tuners.frame import FrameLinear
 
@@ -118,8 +121,10 @@ def train_planted(
     order_lr: float | None = None,
     batch: int = 64,
     seed: int = 0,
+    aux_coef: float = 0.0,
 ) -> tuple[FrameLinear, float]:
-    """Train a FRAME/MoE-LoRA layer on ``y = target @ x``; returns the layer and the held-out relative loss."""
+    """Train a FRAME/MoE-LoRA layer on ``y = target @ x`` (+ ``aux_coef · L_aux``, the Switch
+    load-balancing loss of its router); returns the layer and the held-out relative loss."""
     torch.manual_seed(seed)
     d = target.shape[1]
     layer = _layer(config, d)
@@ -128,6 +133,9 @@ def train_planted(
     for _ in range(steps):
         x = torch.randn(batch, d)
         loss = (layer(x) - x @ target.T).pow(2).mean()
+        if aux_coef and layer.is_routed("default"):
+            routing = route(layer.frame_router["default"](x), config.top_k, config.router_temperature)
+            loss = loss + aux_coef * load_balancing_loss(routing)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -148,38 +156,54 @@ def planted_target(method: str, a_star: float, d: int, seed: int = 0) -> torch.T
     return delta_weight(a_mat.detach().double(), b_mat, a_star, method).float()
 
 
-def run_planted(methods: list[str], d: int, steps: int, order_lr: float | None, a_stars: list[float]) -> None:
+def run_planted(
+    methods: list[str], d: int, steps: int, order_lr: float | None, a_stars: list[float], spatial_only: bool
+) -> None:
     common = dict(target_modules=["x"], r=1, lora_alpha=1.0, router_aux_loss_coef=0.0)
-    print(
-        f"\nplanted single expert (d = {d}, r = 1, order_init = 0.5, {steps} steps, lr 1e-2, order_lr "
-        f"{'default' if order_lr is None else order_lr})\n"
-    )
-    print("| transform | a* | learned order | FRAME loss / power | MoE-LoRA r=1 loss / power |")
-    print("|---|---|---|---|---|")
-    for method in methods:
-        for a_star in a_stars:
-            target = planted_target(method, a_star, d)
-            cfg = FrameConfig(
-                num_experts=1, top_k=1, transform=method, order_init=0.5, learn_order=True, **common
-            )
-            layer, rel = train_planted(cfg, target, steps=steps, order_lr=order_lr)
-            _, rel_lora = train_planted(MoELoraConfig(num_experts=1, top_k=1, **common), target, steps=steps)
-            order = float(layer.frame_orders("default").detach()[0])
-            print(f"| {method} | {a_star} | {order:.4f} | {rel:.2e} | {rel_lora:.2e} |", flush=True)
+    if not spatial_only:
+        print(
+            f"\nplanted single expert (d = {d}, r = 1, order_init = 0.5, {steps} steps, lr 1e-2, order_lr "
+            f"{'default' if order_lr is None else order_lr})\n"
+        )
+        print("| transform | a* | learned order | FRAME loss / power | MoE-LoRA r=1 loss / power |")
+        print("|---|---|---|---|---|")
+        for method in methods:
+            for a_star in a_stars:
+                target = planted_target(method, a_star, d)
+                cfg = FrameConfig(
+                    num_experts=1, top_k=1, transform=method, order_init=0.5, learn_order=True, **common
+                )
+                layer, rel = train_planted(cfg, target, steps=steps, order_lr=order_lr)
+                _, rel_lora = train_planted(
+                    MoELoraConfig(num_experts=1, top_k=1, **common), target, steps=steps
+                )
+                order = float(layer.frame_orders("default").detach()[0])
+                print(f"| {method} | {a_star} | {order:.4f} | {rel:.2e} | {rel_lora:.2e} |", flush=True)
     print(f"\nplanted spatial target (a* = 0), 4 experts, top-2, r = 1, default order_init, {steps} steps\n")
     print(
-        "| transform | learn_order | initial orders | final orders | FRAME loss / power | MoE-LoRA loss / power |"
+        "| transform | router_bias | aux coef | learn_order | final orders | router bias | mean gates "
+        "| FRAME loss / power | MoE-LoRA loss / power |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     spatial = planted_target("weighted", 0.0, d)
-    _, rel_lora = train_planted(MoELoraConfig(num_experts=4, top_k=2, **common), spatial, steps=steps)
-    for method in methods:
-        cfg = FrameConfig(num_experts=4, top_k=2, transform=method, **common)
-        layer = _layer(cfg, d)
-        init = [round(v, 3) for v in layer.frame_orders("default").detach().tolist()]
-        layer, rel = train_planted(cfg, spatial, steps=steps, order_lr=order_lr)
-        final = [round(v, 3) for v in layer.frame_orders("default").detach().tolist()]
-        print(f"| {method} | {cfg.learn_order} | {init} | {final} | {rel:.2e} | {rel_lora:.2e} |", flush=True)
+    probe = torch.randn(4096, d, generator=torch.Generator().manual_seed(54321))
+    for bias in (False, True):
+        for aux in (0.0, 0.01):
+            lora_cfg = MoELoraConfig(num_experts=4, top_k=2, router_bias=bias, **common)
+            _, rel_lora = train_planted(lora_cfg, spatial, steps=steps, aux_coef=aux)
+            for method in methods:
+                cfg = FrameConfig(num_experts=4, top_k=2, transform=method, router_bias=bias, **common)
+                layer, rel = train_planted(cfg, spatial, steps=steps, order_lr=order_lr, aux_coef=aux)
+                final = [round(v, 3) for v in layer.frame_orders("default").detach().tolist()]
+                router = layer.frame_router["default"]
+                b = "—" if router.bias is None else [round(v, 2) for v in router.bias.detach().tolist()]
+                with torch.no_grad():
+                    gates = [round(v, 3) for v in layer.router_weights("default", probe).mean(0).tolist()]
+                print(
+                    f"| {method} | {bias} | {aux} | {cfg.learn_order} | {final} | {b} | {gates} | {rel:.2e} "
+                    f"| {rel_lora:.2e} |",
+                    flush=True,
+                )
 
 
 def main() -> None:
@@ -193,12 +217,13 @@ def main() -> None:
         "--order-lr", type=float, default=None, help="default: the library's per-transform default"
     )
     p.add_argument("--a-stars", nargs="+", type=float, default=[0.2, 0.53, 0.7, 0.95])
+    p.add_argument("--spatial-only", action="store_true", help="planted: only the spatial (a* = 0) case")
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.what == "sensitivity":
         run_sensitivity(args.transforms, args.widths)
     else:
-        run_planted(args.transforms, args.d, args.steps, args.order_lr, args.a_stars)
+        run_planted(args.transforms, args.d, args.steps, args.order_lr, args.a_stars, args.spatial_only)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,8 @@ def _check_frame(case):
         transform=case["transform"],
         init_lora_weights=False,
     )
-    layer = FrameLinear(torch.nn.Linear(case["d_in"], case["d_out"]).to(dtype), "default", cfg)
+    # built in float32 then cast, as a user casts a model: orders and router must survive the cast
+    layer = FrameLinear(torch.nn.Linear(case["d_in"], case["d_out"]), "default", cfg).to(dtype)
     x = torch.randn(case["tokens"], case["d_in"]).to(dtype)
     y = layer(x)
     assert y.dtype == dtype and torch.isfinite(y).all()

@@ -1,6 +1,7 @@
 """Top-k token router, load-balancing losses and router statistics (shared by FourierMoE and FRAME).
 
-For router logits ``ℓ = W_r f(x)`` ([..., Z], ``f`` the router features)::
+For router logits ``ℓ = W_r f(x) (+ b_r)`` ([..., Z], ``f`` the router features, ``b_r`` the optional
+learnable bias, ``router_bias``)::
 
     p = softmax(ℓ / τ)                                   [..., Z]
     K = topk(p, k)                                       the k chosen experts per token

@@ -82,7 +82,10 @@ def test_moelora_layer_equals_hand_written_top_k_moe_lora():
     assert "default" not in layer.frame_order
     assert torch.equal(layer.frame_orders("default"), torch.zeros(4))
     x = torch.randn(7, 10, dtype=torch.float64)
-    logits = x @ layer.frame_router["default"].weight.T
+    router = layer.frame_router["default"]
+    with torch.no_grad():  # a trained router bias (zero at init)
+        router.bias.normal_()
+    logits = x @ router.weight.T + router.bias
     probs = torch.softmax(logits, -1)
     top_p, top_i = probs.topk(2, -1)
     top_p = top_p / top_p.sum(-1, keepdim=True)

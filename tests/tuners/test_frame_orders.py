@@ -11,6 +11,7 @@ from torch import nn
 
 import spectral_moe  # noqa: F401
 from spectral_moe import FrameConfig, MoELoraConfig, create_optimizer
+from spectral_moe.routing import route
 from spectral_moe.spectral.frame import default_order_lr, transformed_factors
 from spectral_moe.tuners.frame import FrameLinear
 
@@ -76,21 +77,88 @@ def test_planted_order_is_recovered_by_the_default_transform(a_star):
     assert loss_lora > 10 * loss
 
 
-SPATIAL_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="not solved (issue #13 §1): with top-2 routing every token also sees experts at orders != 0, which "
-    "cannot fit a spatial target; loss / power 1.1e-2 (weighted), 9e-2 (hermite), 1.1e-1 (chirp) vs MoE-LoRA "
-    "5e-7 (results/frame_orders.md)",
-)
-
-
-@pytest.mark.parametrize("method", [pytest.param(m, marks=SPATIAL_GAP) for m in METHODS])
+@pytest.mark.parametrize("method", METHODS)
 def test_planted_spatial_target_is_fitted_at_the_default_init(method):
-    """a* = 0 (a plain rank-1 LoRA target): FRAME's default spread has an order-0 expert from step 0."""
+    """a* = 0 (a plain rank-1 LoRA target): FRAME's default spread has an order-0 expert from step 0, and
+    the router's bias (default) sends every token to it; without the bias a linear router on zero-mean x
+    cannot prefer one expert for all tokens (loss / power 1.1e-2, 9e-2, 0.11: results/frame_orders.md)."""
     target = _target("weighted", 0.0)
-    _, loss = _train(FrameConfig(num_experts=4, top_k=2, transform=method, **COMMON), target)
+    cfg = FrameConfig(num_experts=4, top_k=2, transform=method, **COMMON)
+    assert cfg.router_bias is True
+    layer, loss = _train(cfg, target)
     _, loss_lora = _train(MoELoraConfig(num_experts=4, top_k=2, **COMMON), target)
     assert loss <= 2 * loss_lora or loss < 1e-2, (loss, loss_lora)
+    bias = layer.frame_router["default"].bias.detach()
+    assert int(bias.argmax()) == 0  # the learned preference is for the order-0 (LoRA) expert
+
+
+def test_router_bias_defaults_and_errors():
+    from spectral_moe import FourierMoEConfig
+
+    assert FrameConfig(target_modules=["x"]).router_bias is True
+    assert MoELoraConfig(target_modules=["x"]).router_bias is True
+    assert FrameConfig(target_modules=["x"], router_bias=False).router_bias is False
+    assert FrameConfig(target_modules=["x"], format_version=1).router_bias is False  # saved before it existed
+    assert FrameConfig(target_modules=["x"], format_version=1, router_bias=True).router_bias is True
+    assert FourierMoEConfig(target_modules=["x"]).router_bias is False
+    assert FourierMoEConfig(target_modules=["x"], router_bias=True).router_bias is True
+    for cls in (FrameConfig, MoELoraConfig, FourierMoEConfig):
+        for bad in ("yes", 1, 0.0):
+            with pytest.raises(TypeError, match="router_bias"):
+                cls(target_modules=["x"], router_bias=bad)
+
+
+def test_router_bias_starts_at_zero_stays_float32_and_is_a_router_parameter():
+    layer = _layer(FrameConfig(target_modules=["x"], num_experts=4, init_lora_weights=False), 16)
+    router = layer.frame_router["default"]
+    assert router.bias is not None and torch.equal(router.bias, torch.zeros(4))
+    x = torch.randn(5, 16)
+    assert torch.equal(layer.router_weights("default", x), route(x @ router.weight.T, 2).gates)  # step 0
+    with torch.no_grad():
+        router.bias.copy_(torch.tensor([9.0, 8.0, 0.0, 0.0]))  # every token: experts 0 and 1
+    gates = layer.router_weights("default", torch.randn(64, 16))
+    assert torch.equal((gates > 0).sum(0), torch.tensor([64, 64, 0, 0]))
+    assert layer.bfloat16().frame_router["default"].bias.dtype == torch.float32
+    opt = create_optimizer(layer, lr=1e-3, router_lr=0.5)
+    router_group = next(g for g in opt.param_groups if g["name"] == "router")
+    assert any(p is router.bias for p in router_group["params"]) and router_group["lr"] == 0.5
+    no_bias = _layer(FrameConfig(target_modules=["x"], num_experts=4, router_bias=False), 16)
+    assert no_bias.frame_router["default"].bias is None
+
+
+def test_a_format_1_checkpoint_without_router_bias_loads_unchanged(tmp_path):
+    """Adapters saved before ``router_bias`` existed (format 1, no key in adapter_config.json, no bias
+    tensor) load with bias-free routers and give the same outputs."""
+    import json
+
+    from peft import PeftModel, get_peft_model
+
+    from tests.helpers import tiny_llama
+
+    cfg = FrameConfig(
+        target_modules=["q_proj"], num_experts=3, r=2, format_version=1, init_lora_weights=False
+    )
+    model = get_peft_model(tiny_llama(), cfg)
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "adapter_config.json"
+    saved = json.loads(path.read_text())
+    saved.pop("router_bias")
+    path.write_text(json.dumps(saved))
+    loaded = PeftModel.from_pretrained(tiny_llama(), tmp_path)
+    assert loaded.peft_config["default"].router_bias is False
+    ids = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    new = get_peft_model(tiny_llama(), FrameConfig(target_modules=["q_proj"], num_experts=3, r=2))
+    with torch.no_grad():
+        for n, p in new.named_parameters():
+            if "frame_router" in n and n.endswith("bias"):
+                p.normal_()
+    new.save_pretrained(tmp_path / "new")
+    assert json.loads((tmp_path / "new" / "adapter_config.json").read_text())["router_bias"] is True
+    back = PeftModel.from_pretrained(tiny_llama(), tmp_path / "new")
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, new(ids).logits)
 
 
 @pytest.mark.parametrize("d", [64, 256])

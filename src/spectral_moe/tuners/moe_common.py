@@ -1,11 +1,11 @@
 """What FourierMoE and FRAME share: router config fields, the routed-layer mixin and the tuner mixin.
 
-The layer mixin owns one router per adapter (``W_r``: ``nn.Linear(features, Z, bias=False)``; none for
-``num_experts == 1``, whose gate is identically 1), computes the gates exactly as the forward uses
-them, and records per adapter the load-balancing loss, the z-loss and the router statistics of the
-last forward. The tuner mixin averages those over the adapted layers and adds
-``router_aux_loss_coef · L_aux + router_z_loss_coef · L_z`` to the model's ``outputs.loss`` during
-training (a forward hook on the wrapped model).
+The layer mixin owns one router per adapter (``ℓ = W_r f(x) + b_r``: ``nn.Linear(features, Z,
+bias=config.router_bias)``, the bias zero-initialised; none for ``num_experts == 1``, whose gate is
+identically 1), computes the gates exactly as the forward uses them, and records per adapter the
+load-balancing loss, the z-loss and the router statistics of the last forward. The tuner mixin
+averages those over the adapted layers and adds ``router_aux_loss_coef · L_aux + router_z_loss_coef ·
+L_z`` to the model's ``outputs.loss`` during training (a forward hook on the wrapped model).
 
 Precision: the attributes named by ``float32_adapter_attrs`` (and the router) keep float32 when the
 model is cast to a half-precision dtype (``.to(torch.bfloat16)``, ``.half()``, ``.bfloat16()``);
@@ -45,7 +45,7 @@ from ..routing import (
 )
 from ..spectral.fourier import fft_dtype, input_spectrum, log_band_energies
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: FRAME routers have a logit bias by default (FrameConfig.router_bias)
 BIAS_CHOICES = ("none", "all")
 MIXED_BATCH_BASE = "__base__"  # peft's name for "no adapter" in ``adapter_names``
 
@@ -137,6 +137,10 @@ class RoutedAdapterConfig(PeftConfig):
         default=16, metadata={"help": "Number of rfft bands in the 'spectral' router features."}
     )
     router_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature τ of the router."})
+    router_bias: bool = field(
+        default=False,
+        metadata={"help": "Learnable per-expert logit bias b_r (zero-initialised): logits W_r f(x) + b_r."},
+    )
     router_aux_loss_coef: float = field(
         default=0.01,
         metadata={"help": "Weight of the Switch load-balancing loss added to the training loss."},
@@ -159,6 +163,10 @@ class RoutedAdapterConfig(PeftConfig):
         check_choice("router_features", self.router_features, ROUTER_FEATURES)
         check_int("router_spectral_bands", self.router_spectral_bands, 1)
         check_choice("bias", self.bias, BIAS_CHOICES)
+        if not isinstance(self.router_bias, bool):
+            raise TypeError(
+                f"router_bias must be a bool, got {type(self.router_bias).__name__} {self.router_bias!r}"
+            )
         if not self.router_temperature > 0:
             raise ValueError(f"router_temperature must be > 0, got {self.router_temperature}")
         for name in ("router_aux_loss_coef", "router_z_loss_coef"):
@@ -239,15 +247,17 @@ class RoutedLayerMixin(BaseTunerLayer):
         in_dim = self.in_features + (
             config.router_spectral_bands if config.router_features == "spectral" else 0
         )
-        router = nn.Linear(in_dim, config.num_experts, bias=False)
+        router = nn.Linear(in_dim, config.num_experts, bias=bool(getattr(config, "router_bias", False)))
         nn.init.normal_(router.weight, std=in_dim**-0.5)
+        if router.bias is not None:  # zero: step 0 routes exactly as a bias-free router
+            nn.init.zeros_(router.bias)
         routers[adapter_name] = router
 
     def _routing(
         self, adapter_name: str, x: torch.Tensor, spectrum: Callable[[], torch.Tensor] | None = None
     ) -> Routing:
-        """Router logits ``W_r f(x)`` in the router's dtype (float32 for half-precision models, autocast off),
-        then ``routing.route``. Without a router (one expert): ``p = g = 1``, index 0, logits 0."""
+        """Router logits ``W_r f(x) (+ b_r)`` in the router's dtype (float32 for half-precision models,
+        autocast off), then ``routing.route``. Without a router (one expert): ``p = g = 1``, index 0, logits 0."""
         config: RoutedAdapterConfig = getattr(self, self.config_attr)[adapter_name]
         if not self.is_routed(adapter_name):
             ones = torch.ones(*x.shape[:-1], 1, dtype=fft_dtype(x.dtype), device=x.device)

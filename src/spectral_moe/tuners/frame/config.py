@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from ..moe_common import RoutedAdapterConfig, check_choice, check_int
 
 TRANSFORMS = ("chirp", "hermite", "weighted")
+# checkpoint format from which FRAME routers have a logit bias by default (older configs load without)
+ROUTER_BIAS_FORMAT = 2
 # transforms whose orders learn (see FrameConfig): the others default to fixed orders
 LEARNED_BY_DEFAULT = ("weighted",)
 
@@ -57,6 +59,15 @@ class FrameConfig(RoutedAdapterConfig):
         learn_order: ``True``: learn the orders (own optimizer group, see ``spectral_moe.optim``);
             ``False``: fixed orders; ``None`` (default): ``True`` for ``weighted``, ``False`` for
             ``hermite`` and ``chirp`` (see above).
+        router_bias: learnable per-expert bias ``b_r ∈ R^Z`` of the router logits,
+            ``ℓ = W_r f(x) + b_r``, zero at initialisation (step 0 routes exactly as without it).
+            ``None`` (default): ``True``, except for configs saved before checkpoint format 2
+            (``format_version=1``: their routers have no bias tensor, and load unchanged). Without a bias,
+            a linear router on zero-mean inputs cannot prefer one expert for every token: on a planted
+            spatial target (4 experts, top-2, r = 1) every token then also reaches an expert at order
+            1/3 … 1, which cannot fit a spatial update, and FRAME stays at ~1e-2 (weighted), 9e-2
+            (hermite) and 0.11 (chirp) of the target's power; with the bias, 2e-4 … 6e-4 (1.8e-3 with
+            the load-balancing loss at 0.01) (results/frame_orders.md). FourierMoE's default is False.
         init_weights / init_lora_weights: the same flag under two names (``init_weights`` as
             FourierMoE and peft's generic harness call it): ``True`` (default) → ``B = 0`` (adapted model
             = base model at step 0); ``False`` → ``B`` random too (tests and ablations). Giving both with
@@ -77,12 +88,19 @@ class FrameConfig(RoutedAdapterConfig):
             "help": "Train the orders (True), keep them fixed (False); None: True for 'weighted' only."
         },
     )
+    router_bias: bool | None = field(
+        default=None,
+        metadata={"help": "Learnable router logit bias, zero-initialised; None: True (format_version >= 2)."},
+    )
     init_lora_weights: bool | None = field(
         default=None, metadata={"help": "B starts at zero (default True)."}
     )
     init_weights: bool | None = field(default=None, metadata={"help": "Same as init_lora_weights."})
 
     def __post_init__(self) -> None:
+        if self.router_bias is None:  # before the shared checks, which want a bool
+            version = self.format_version
+            self.router_bias = not isinstance(version, int) or version >= ROUTER_BIAS_FORMAT
         super().__post_init__()
         from ..._peft_registry import peft_type
 
