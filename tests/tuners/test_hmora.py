@@ -304,6 +304,7 @@ def test_generation_reuses_the_prompts_task_representation():
         ({"aux_gamma_certain": 0.99}, "aux_gamma_certain"),
         ({"router_features": "spectral"}, "router_features"),
         ({"router_temperature": 2.0}, "router_temperature"),
+        ({"router_bias": False}, "router_bias"),
         ({"dropout": 1.0}, "dropout"),
     ],
 )

@@ -81,12 +81,18 @@ class HMoRAConfig(RoutedAdapterConfig):
     task_encoder_ffn_mult: int = field(default=2, metadata={"help": "Encoder FFN width / hidden size."})
     train_task_encoder: bool = field(default=True, metadata={"help": "Train the task encoder."})
     init_lora_weights: bool = field(default=True, metadata={"help": "B starts at zero."})
+    router_bias: bool = field(default=True, metadata={"help": "Always True: HMoRA's routers have a bias."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         from ..._peft_registry import peft_type
 
         self.peft_type = peft_type("hmora")
+        if self.router_bias is not True:
+            raise ValueError(
+                f"HMoRA's routers always have a bias (as the authors'): router_bias must be True, got "
+                f"{self.router_bias!r}"
+            )
         check_choice("router_features", self.router_features, ("hidden",))
         if self.router_temperature != 1.0 or self.router_z_loss_coef != 0.0:
             raise ValueError(
