@@ -83,6 +83,82 @@ def test_train_eval_analyze_end_to_end(tiny, tmp_path, capsys, method, option):
     assert ("orders.png" if method == "frame" else "coefficient_magnitude.png") in figures
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > len(PNG_MAGIC) and path.read_bytes()[:8] == PNG_MAGIC
+
+
+# the figures analyze draws for each of the FRAME paper's baselines (#16)
+BASELINE_FIGURES = {
+    # FlyLoRA's experts are its ranks: their activation frequency per task, per layer, per task and layer
+    "flylora": (
+        "rank_activation_per_task.png",
+        "rank_activation_per_layer.png",
+        "rank_activation_per_task_and_layer.png",
+    ),
+    # HMoRA: each router's load per task and layer, and the learned α_l per layer
+    "hmora": ("expert_load_per_task_and_layer.png", "expert_load_per_layer.png", "mixing_weights.png"),
+    "dora": (),
+}
+
+
+@pytest.mark.parametrize(
+    "method,options",
+    [
+        ("flylora", ["--set", "adapter.r=4", "--set", "flylora.top_k=2"]),
+        ("hmora", ["--set", "adapter.r=2", "--set", "hmora.num_experts=4"]),
+        ("dora", ["--set", "adapter.r=2"]),
+    ],
+)
+def test_baselines_train_eval_analyze_end_to_end(tiny, tmp_path, capsys, method, options):
+    model, task = tiny
+    out = tmp_path / "run"
+    argv = ["train", "--method", method, "--model", model, "--tasks", f"jsonl:{task}", "--out", str(out)]
+    argv += ["--quiet", "--steps", "4", "--set", "logging_steps=2", "--set", "batch_size=4", *options]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trainable_params"] > 0 and "macro_acc" in metrics["tuned"]
+    saved = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    if method == "hmora":  # the task token starts as the embedding of "?" of the run model's tokenizer
+        from transformers import AutoTokenizer
+
+        assert AutoTokenizer.from_pretrained(model).convert_ids_to_tokens(saved["task_token_id"]) == "?"
+    assert saved.get("use_dora", False) == (method == "dora")
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [r for r in log if "loss" in r]
+    if method != "dora":  # router load (FlyLoRA: rank activation frequency) per layer, summing to 1
+        assert losses and losses[0]["router_load"]
+        row = next(iter(losses[0]["router_load"].values()))["dispatch_fraction"]  # r = 4 ranks, 4 experts
+        assert len(row) == 4 and sum(row) == pytest.approx(1.0, abs=1e-3)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--split", "test"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    name = next(iter(metrics["tuned"]["tasks"]))
+    assert result["tasks"][name]["acc"] == metrics["tuned"]["tasks"][name]["acc"]  # reloaded, same numbers
+    assert main(["analyze", str(out)]) == 0
+    for figure in ("training_curve.png", *BASELINE_FIGURES[method]):
+        assert _is_png(out / "figures" / figure), figure
+
+
+def test_compare_reuses_finished_hmora_and_flylora_runs(tiny, tmp_path):
+    """The adapter config train() saved (HMoRA's task_token_id from the tokenizer included) is the one the
+    reuse check rebuilds: a second compare retrains nothing."""
+    model, task = tiny
+    out = tmp_path / "cmp"
+    argv = ["compare", "--methods", "hmora,flylora", "--model", model, "--tasks", f"jsonl:{task}"]
+    argv += ["--steps", "1", "--out", str(out), "--quiet", "--set", "adapter.r=2"]
+    argv += ["--set", "hmora.num_experts=2", "--set", "flylora.top_k=1", "--set", "eval_batch_size=64"]
+    assert main(argv) == 0
+    stamps = {p.parent.name: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
+    assert set(stamps) == {"hmora-s0", "flylora-s0"}
+    assert main(argv) == 0
+    assert {p.parent.name: p.stat().st_mtime_ns for p in out.rglob("metrics.json")} == stamps
+    md = (out / "results.md").read_text()
+    assert "| hmora |" in md and "| flylora |" in md and "FlyLoRA counts B only" in md
+
+
 def test_resume_continues_from_last_checkpoint(tiny, tmp_path):
     out = tmp_path / "run"
     assert _train(tiny, out, "--steps", "4", "--set", "save_steps=2", "--set", "adapter.n_frequency=8") == 0
@@ -223,7 +299,7 @@ def test_compare_lr_extend_goes_past_a_winning_edge(tiny, tmp_path, monkeypatch)
 @pytest.mark.parametrize(
     "argv,needle",
     [
-        (["train", "--method", "dora"], "invalid choice"),
+        (["train", "--method", "nope"], "invalid choice"),
         (["train", "--tasks", "nonsense_task", "--steps", "1"], "bigbench:"),
         (["train", "--set", "batch_size"], "key=value"),
         (["train", "--set", "not_an_option=1"], "unknown run option"),
@@ -360,6 +436,18 @@ def test_model_folder_without_config(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "no config.json" in err and err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("content", [None, b"not a gguf file at all"])
+def test_missing_or_corrupt_gguf_model_is_a_one_line_error(tmp_path, capsys, content):
+    path = tmp_path / "model.gguf"
+    if content is not None:
+        path.write_bytes(content)
+    rc = main(["train", "--model", str(path), "--steps", "1", "--out", str(tmp_path / "r")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert ("not found" if content is None else "model.gguf") in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
 
 
 def test_unwritable_output_directory(tiny, tmp_path, capsys):

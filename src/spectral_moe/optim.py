@@ -32,7 +32,7 @@ ORDER_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 
 ORDER_KEY = "frame_order"  # FRAME's learned orders: parameters ``<module>.frame_order.<adapter>``
 SPECTRUM_KEY = "fouriermoe_spectrum"
-ROUTER_KEYS = ("fouriermoe_router", "frame_router")
+ROUTER_KEYS = ("fouriermoe_router", "frame_router", "hmora_router")
 
 
 class CombinedOptimizer(torch.optim.Optimizer):

@@ -22,9 +22,21 @@ from spectral_moe.evaluation.compare import (
     sweep_learning_rate,
     train_or_reuse,
 )
-from spectral_moe.training.methods import DEFAULTS, METHODS, build_peft_config
+from spectral_moe.training.methods import (
+    DEFAULTS,
+    METHODS,
+    build_peft_config,
+    task_token_id,
+    tokenizer_options,
+)
 from spectral_moe.training.run import RunConfig
-from tests.helpers import write_jsonl_task
+from tests.helpers import save_tiny_llama, write_jsonl_task
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama and its tokenizer saved as a model folder (for counts and tokenizer options)."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def _scorer(table):
@@ -134,7 +146,9 @@ def test_train_or_reuse_ignores_which_run_scored_the_base_model(tmp_path, fake_t
 
 @pytest.mark.parametrize("task_type", ["causal_lm", "seq_cls"])
 @pytest.mark.parametrize("method", METHODS)
-def test_adapter_config_saved_by_a_run_matches_the_one_built_now(tmp_path, method, task_type, monkeypatch):
+def test_adapter_config_saved_by_a_run_matches_the_one_built_now(
+    tmp_path, method, task_type, monkeypatch, tiny_model_dir
+):
     """The adapter_config.json peft writes for a run (as ``train`` builds it) reads back as the same config,
     bookkeeping aside: encoders' ``modules_to_save`` (which peft extends) and set order included."""
     from peft import get_peft_model
@@ -143,7 +157,10 @@ def test_adapter_config_saved_by_a_run_matches_the_one_built_now(tmp_path, metho
     from tests.helpers import tiny_llama
 
     adapter = {"n_frequency": 8} if "fourier" in method else {"r": 2}
-    cfg = RunConfig(method=method, task_type=task_type, adapter=adapter)
+    if method == "flylora":
+        adapter["top_k"] = 1
+    # HMoRA's task_token_id comes from the run model's tokenizer, as train() gives it
+    cfg = RunConfig(method=method, task_type=task_type, adapter=adapter, model=tiny_model_dir)
     if task_type == "causal_lm":
         model, targets = tiny_llama(), run_module.DEFAULT_TARGETS
     else:
@@ -151,6 +168,7 @@ def test_adapter_config_saved_by_a_run_matches_the_one_built_now(tmp_path, metho
             vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
         )
         model, targets = BertForSequenceClassification(bert), run_module.ENCODER_TARGETS
+    adapter = tokenizer_options(method, adapter, compare.load_tokenizer(tiny_model_dir))
     peft_config = build_peft_config(method, targets, task_type, **adapter)
     if task_type == "seq_cls":
         peft_config.modules_to_save = ["classifier", "score"]  # as train() does
@@ -329,3 +347,78 @@ def test_compare_passes_common_and_own_options_to_each_method(tmp_path, monkeypa
     with pytest.raises(ValueError, match="belong to none"):
         compare.run_compare(RunConfig(adapter={"bogus": 1}), ["lora"], [0], tmp_path / "x")
     assert not (tmp_path / "x").exists()  # checked before anything is written
+
+
+# --------------------------------------------------------------------------------------------
+# the FRAME paper's baselines: FlyLoRA, HMoRA, DoRA (#16)
+# --------------------------------------------------------------------------------------------
+BASELINE_BUDGETS = {"flylora": 3000, "dora": 3000, "hmora": 60000}  # HMoRA's task encoder alone is ~17k
+
+
+@pytest.mark.parametrize("method", ["flylora", "hmora", "dora"])
+def test_budget_matching_of_the_baselines(tiny_model_dir, method):
+    """The solved size gives a real trainable count within ±10 % of the budget; the scale stays."""
+    targets = run_module.DEFAULT_TARGETS
+    budget = BASELINE_BUDGETS[method]
+    solved = solve_budget(tiny_model_dir, method, targets, "causal_lm", budget)
+    count = compare.count_trainable(tiny_model_dir, method, targets, "causal_lm", **solved)
+    assert abs(count - budget) / budget < 0.10, (solved, count)
+    default = build_peft_config(method, targets)
+    assert scale_convention(method, **solved) == scale_convention(method)  # α/r (HMoRA: α/√r) kept
+    if method == "flylora":  # the density k/r is kept too (the probes ran at top_k = 1, below r = 1, 2)
+        assert solved["top_k"] == max(1, round(solved["r"] * default.top_k / default.r))
+        assert 1 <= solved["top_k"] <= solved["r"]
+
+
+def test_flylora_counts_only_b_and_hmora_counts_routers_and_encoder(tiny_model_dir):
+    """FlyLoRA's frozen A and bias are buffers: its count is Σ d_out·r (q_proj 32, v_proj 16; 2 layers)."""
+    targets = run_module.DEFAULT_TARGETS
+    assert (
+        compare.count_trainable(tiny_model_dir, "flylora", targets, "causal_lm", r=5, top_k=1) == 2 * 48 * 5
+    )
+    # HMoRA: experts (8 · r · (d_in + d_out)) plus routers, mixing logits and the task encoder, which do not
+    # grow with r; the count needs no tokenizer (task_token_id only picks the task token's initial value)
+    c1 = compare.count_trainable(tiny_model_dir, "hmora", targets, "causal_lm", r=1)
+    c2 = compare.count_trainable(tiny_model_dir, "hmora", targets, "causal_lm", r=2)
+    assert c2 - c1 == 8 * 2 * ((32 + 32) + (32 + 16)) and c1 > c2 - c1
+
+
+def test_scale_conventions_of_the_baselines(monkeypatch):
+    monkeypatch.setattr(
+        compare, "count_trainable", lambda m, method, t, tt, **a: 100 + 50 * a[compare.SIZE_OPTION[method]]
+    )
+    assert scale_convention("flylora") == "α/r=2"  # 64 / 32
+    assert scale_convention("dora") == "α/r=2"  # 16 / 8
+    assert scale_convention("hmora") == "α/√r=2.828"  # rsLoRA: 8 / √8
+    solved = solve_budget("m", "hmora", ["q_proj"], "causal_lm", 400)
+    assert solved["r"] == 6 and solved["lora_alpha"] == pytest.approx(8 / 8**0.5 * 6**0.5, rel=1e-5)
+    fly = solve_budget("m", "flylora", ["q_proj"], "causal_lm", 400)
+    assert fly == {"r": 6, "lora_alpha": 12.0, "top_k": 2}  # k/r = 8/32: round(6/4) = 2
+
+
+@pytest.mark.parametrize("method", ["flylora", "hmora", "dora"])
+def test_learning_rate_sweep_scales_the_baselines(method):
+    from spectral_moe.training.methods import DEFAULT_LR
+
+    expected = {"flylora": 3e-4, "hmora": 5e-5, "dora": 1e-3}[method]
+    assert DEFAULT_LR[method] == expected
+    assert learning_rates(method, RunConfig(method=method), 3.0) == {"lr": pytest.approx(3 * expected)}
+    assert learning_rates(method, RunConfig(method=method, lr=1e-2), 0.5) == {"lr": pytest.approx(5e-3)}
+
+
+def test_hmora_resolved_config_takes_the_task_token_from_the_run_models_tokenizer(tiny_model_dir):
+    tokenizer = compare.load_tokenizer(tiny_model_dir)
+    cfg = RunConfig(method="hmora", model=tiny_model_dir, adapter={"r": 2})
+    assert compare.resolved_adapter_config(cfg)["task_token_id"] == task_token_id(tokenizer)
+    given = dataclasses.replace(cfg, adapter={"r": 2, "task_token_id": 3})
+    assert compare.resolved_adapter_config(given)["task_token_id"] == 3
+
+
+def test_results_table_says_what_the_baselines_count(tmp_path, monkeypatch):
+    _fake_runs(monkeypatch)
+    md = compare.run_compare(RunConfig(steps=1), ["flylora", "hmora", "dora", "lora"], [0], tmp_path)
+    assert "FlyLoRA counts B only: its frozen sparse A and routing bias are buffers" in md
+    assert "HMoRA's count includes its routers, mixing logits θ_l and task encoder" in md
+    assert "DoRA's count includes its magnitude vectors" in md
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["scale"] == {"flylora": "α/r=2", "hmora": "α/√r=2.828", "dora": "α/r=2", "lora": "α/r=2"}

@@ -4,6 +4,12 @@
 * ``expert_load_per_task.png`` — for each task, the dispatched fraction per expert averaged over
   the adapted layers (router statistics collected on that task's evaluation examples).
 * ``expert_load_per_layer.png`` — dispatched fraction per layer (rows) and expert (columns), all tasks.
+* ``expert_load_per_task_and_layer.png`` — one panel per task: dispatched fraction per layer and expert.
+  FlyLoRA's "experts" are its ranks: its three load figures are ``rank_activation_per_task.png``,
+  ``rank_activation_per_layer.png`` and ``rank_activation_per_task_and_layer.png``, the fraction of
+  (token, selected rank) pairs that went to each rank (``c_i / Σ_j c_j``).
+* ``mixing_weights.png`` (HMoRA) — the learned ``α_l = σ(θ_l)`` of every hybrid router per layer, with
+  the initial schedule ``σ(ε(2l/L − 1) + shift)``; layers with one router drawn at 0 (token) or 1 (task).
 * ``weight_psd.png`` — radially averaged power spectral density ``|fft2(W0)|²`` of the pretrained
   weights of a few adapted layers, early to deep.
 * ``coefficient_magnitude.png`` (FourierMoE) — mean ``|c_z|`` per expert across layers.
@@ -21,9 +27,14 @@ from pathlib import Path
 
 import torch
 
+from ..tuners.flylora import FlyLoraLayer
 from ..tuners.fouriermoe import FourierMoELayer
 from ..tuners.frame import FrameLayer
+from ..tuners.hmora import HMoRALayer
 from ..tuners.moe_common import RoutedLayerMixin
+
+# Layers that record ``router_stats[adapter]["dispatch_fraction"]`` each forward (FlyLoRA: per rank).
+ROUTED_LAYER_TYPES = (RoutedLayerMixin, FlyLoraLayer, HMoRALayer)
 
 
 def _plt():
@@ -48,11 +59,12 @@ def radial_psd(weight: torch.Tensor, bins: int = 32) -> torch.Tensor:
     return total / count.clamp_min(1)
 
 
-def routed_layers(model: torch.nn.Module) -> list[tuple[str, RoutedLayerMixin]]:
+def routed_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """``(name, layer)`` of every layer with router statistics (:data:`ROUTED_LAYER_TYPES`), in module order."""
     return [
         (n.removeprefix("base_model.model."), m)
         for n, m in model.named_modules()
-        if isinstance(m, RoutedLayerMixin)
+        if isinstance(m, ROUTED_LAYER_TYPES)
     ]
 
 
@@ -60,7 +72,9 @@ def routed_layers(model: torch.nn.Module) -> list[tuple[str, RoutedLayerMixin]]:
 def expert_load_by_task(
     model, tokenizer, tasks, max_examples: int = 20
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """``{task: {layer: dispatch fraction [Z]}}`` over each task's test examples (prompt + answer)."""
+    """``{task: {layer: dispatch fraction [Z]}}`` over each task's test examples (prompt + answer).
+
+    Layers that record no statistics (HMoRA's plain-LoRA modules, ``lora_modules``) are left out."""
     from ..training.run import PadCollator, causal_lm_features
 
     layers = routed_layers(model)
@@ -77,7 +91,9 @@ def expert_load_by_task(
             for name, layer in layers:
                 for stats in layer.router_stats.values():
                     sums[name] = sums[name] + stats["dispatch_fraction"]
-        result[task.name] = {name: s / len(examples) for name, s in sums.items()}
+        result[task.name] = {
+            name: s / len(examples) for name, s in sums.items() if isinstance(s, torch.Tensor)
+        }
     return result
 
 
@@ -131,23 +147,125 @@ def heatmap(
     return path
 
 
-def plot_expert_load(load: dict[str, dict[str, torch.Tensor]], out: Path) -> list[Path]:
-    """Dispatch fraction per task (mean over layers) and per layer (mean over tasks)."""
-    if not load:
+def plot_expert_load(load: dict[str, dict[str, torch.Tensor]], out: Path, unit: str = "expert") -> list[Path]:
+    """Dispatch fraction per task (mean over layers), per layer (mean over tasks) and per task and layer.
+
+    ``unit="rank"`` (FlyLoRA, whose experts are its ranks) names the files ``rank_activation_*.png``
+    instead of ``expert_load_*.png`` and labels the columns "rank"."""
+    if unit not in ("expert", "rank"):
+        raise ValueError(f"unit must be 'expert' or 'rank', got {unit!r}")
+    if not load or not next(iter(load.values())):
         return []
+    stem, what = (
+        ("expert_load", "expert load") if unit == "expert" else ("rank_activation", "rank activation")
+    )
     tasks = list(load)
     layers = list(next(iter(load.values())))
-    per_task = torch.stack([torch.stack([load[t][name] for name in layers]).mean(0) for t in tasks])
-    per_layer = torch.stack([torch.stack([load[t][name] for t in tasks]).mean(0) for name in layers])
+    grid = torch.stack([torch.stack([load[t][name] for name in layers]) for t in tasks])  # [tasks, layers, Z]
     return [
         heatmap(
-            per_task,
+            grid.mean(1),
             [t.split(":")[-1] for t in tasks],
-            out / "expert_load_per_task.png",
-            "expert load per task (mean over layers)",
+            out / f"{stem}_per_task.png",
+            f"{what} per task (mean over layers)",
+            xlabel=unit,
         ),
-        heatmap(per_layer, layers, out / "expert_load_per_layer.png", "expert load per layer (all tasks)"),
+        heatmap(
+            grid.mean(0), layers, out / f"{stem}_per_layer.png", f"{what} per layer (all tasks)", xlabel=unit
+        ),
+        plot_load_per_task_and_layer(grid, tasks, layers, out / f"{stem}_per_task_and_layer.png", what, unit),
     ]
+
+
+def plot_load_per_task_and_layer(
+    grid: torch.Tensor, tasks: list[str], layers: list[str], path: Path, what: str, unit: str
+) -> Path:
+    """One heatmap per task of ``grid [tasks, layers, Z]`` (rows: layers, columns: experts or ranks), one
+    colour scale for all."""
+    plt = _plt()
+    cols = min(len(tasks), 3)
+    rows = -(-len(tasks) // cols)
+    height = (0.3 if len(layers) < 20 else 0.12) * len(layers) + 1.5
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(cols * (0.35 * grid.shape[-1] + 3) + 2, rows * height + 0.5),
+        squeeze=False,
+        layout="constrained",
+    )
+    fontsize = 6 if len(layers) < 20 else 4
+    vmax = float(grid.max()) if grid.numel() else 1.0
+    for i, ax in enumerate(axes.flat):
+        if i >= len(tasks):
+            ax.axis("off")
+            continue
+        im = ax.imshow(grid[i].numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+        ax.set_yticks(range(len(layers)), layers if i % cols == 0 else [""] * len(layers), fontsize=fontsize)
+        ax.set_xticks(range(0, grid.shape[-1], max(1, grid.shape[-1] // 8)))
+        ax.set_xlabel(unit, fontsize=7)
+        ax.set_title(Path(tasks[i].split(":")[-1]).name, fontsize=8)
+    fig.colorbar(im, ax=axes.ravel().tolist())
+    fig.suptitle(f"{what} per task and layer")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def mixing_weights_by_layer(
+    layers: list[tuple[str, torch.nn.Module]],
+) -> dict[str, list[tuple[int, float, str]]]:
+    """HMoRA: ``{module kind (q_proj, …): [(l, α_l, mode), …]}`` over the routed HMoRA layers, ``mode``
+    ``"hybrid"`` (``α_l = σ(θ_l)`` learned), ``"token"`` (``α = 0``) or ``"task"`` (``α = 1``)."""
+    out: dict[str, list[tuple[int, float, str]]] = {}
+    for name, layer in layers:
+        if not isinstance(layer, HMoRALayer):
+            continue
+        for adapter, router in layer.hmora_router.items():
+            alpha = layer.mixing_weight(adapter)
+            value = float(alpha.detach()) if alpha is not None else (1.0 if router.mode == "task" else 0.0)
+            index = layer.hmora_layer_index[adapter][0]
+            out.setdefault(name.rsplit(".", 1)[-1], []).append((index, value, router.mode))
+    return out
+
+
+def plot_mixing_weights(layers: list[tuple[str, torch.nn.Module]], out: Path) -> Path | None:
+    """HMoRA's learned ``α_l`` per layer (one line per module kind) and the initial schedule."""
+    from ..tuners.hmora.layer import alpha_logit_init
+
+    hmora = [(n, m) for n, m in layers if isinstance(m, HMoRALayer) and m.hmora_router]
+    weights = mixing_weights_by_layer(hmora)
+    if not weights:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for kind, points in weights.items():
+        points = sorted(points)
+        hybrid = [(i, a) for i, a, mode in points if mode == "hybrid"]
+        fixed = [(i, a) for i, a, mode in points if mode != "hybrid"]
+        color = None
+        if hybrid:
+            color = ax.plot(*zip(*hybrid), "o-", ms=3, lw=1, label=f"{kind} (learned)")[0].get_color()
+        if fixed:
+            ax.plot(*zip(*fixed), "x", color=color, ms=5, label=f"{kind} (one router)")
+    layer = hmora[0][1]
+    adapter = next(iter(layer.hmora_router))
+    config, (_, last) = layer.hmora_config[adapter], layer.hmora_layer_index[adapter]
+    grid = torch.arange(last + 1, dtype=torch.float64)
+    init = [alpha_logit_init(int(i), last, config.alpha_epsilon, config.alpha_shift) for i in grid]
+    ax.plot(
+        grid.numpy(), torch.sigmoid(torch.tensor(init)).numpy(), "--", color="gray", lw=1, label="initial"
+    )
+    ax.set_ylim(-0.05, 1.05)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("layer l")
+    ax.set_ylabel("α_l (weight of the task router)")
+    ax.set_title("HMoRA mixing weight per layer")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = out / "mixing_weights.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plot_weight_psd(layers: list[tuple[str, RoutedLayerMixin]], out: Path, count: int = 4) -> Path | None:
@@ -290,6 +408,7 @@ def analyze_run(run_dir: Path, max_examples: int = 20) -> list[Path]:
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)
     layers = routed_layers(model)
+    unit = "rank" if layers and all(isinstance(m, FlyLoraLayer) for _, m in layers) else "expert"
     load = (
         expert_load_by_task(model, tokenizer, tasks, max_examples)
         if cfg.get("task_type") != "seq_cls"
@@ -306,9 +425,10 @@ def analyze_run(run_dir: Path, max_examples: int = 20) -> list[Path]:
     paths = [
         plot_training_curve(run_dir / "train_log.jsonl", out),
         plot_hidden_spectra(spectra, out),
-        *plot_expert_load(load, out),
+        *plot_expert_load(load, out, unit=unit),
         plot_weight_psd(layers, out),
         plot_coefficients(layers, out),
         plot_orders(layers, load, out),
+        plot_mixing_weights(layers, out),
     ]
     return [p for p in paths if p is not None]

@@ -1,12 +1,16 @@
 """``spectral-moe compare``: several methods × seeds in one harness, a markdown table and figures.
 
 Budgets: with ``budget_params=P`` each method's size option (``n_frequency`` for FourierMoE and
-FourierFT, ``r`` for LoRA, MoE-LoRA and FRAME) is solved so its trainable parameter count, routers
-included, is as close to ``P`` as the option allows. Counts are exact: the adapter is built on a
+FourierFT, ``r`` for LoRA, DoRA, MoE-LoRA, FRAME, FlyLoRA and HMoRA) is solved so its trainable parameter
+count, routers included, is as close to ``P`` as the option allows. What is counted is what trains
+(:data:`COUNT_NOTES`): FlyLoRA's frozen sparse ``A`` and its routing bias are buffers, so only its ``B``
+counts; HMoRA's count includes its routers, mixing logits ``θ_l`` and task encoder; DoRA's its
+magnitude vectors. Counts are exact: the adapter is built on a
 meta-device copy of the model (no weights are materialised), and the count is linear in the size
 option, so two builds give the solution. Each method keeps its scale convention while its size is
 solved: the LoRA-like methods keep ``lora_alpha / r`` (``lora_alpha / √r`` with ``use_rslora``) by
-scaling ``lora_alpha`` with ``r``; the Fourier methods' ``scaling`` does not depend on
+scaling ``lora_alpha`` with ``r`` (HMoRA: ``α/√r``, rsLoRA, always; FlyLoRA also keeps its density
+``top_k / r``); the Fourier methods' ``scaling`` does not depend on
 ``n_frequency`` and stays as it is. The results table states each method's scale and learning rates.
 
 Adapter options: ``base_cfg.adapter`` holds options for every method that has them (``--set
@@ -33,6 +37,15 @@ SIZE_OPTION = {
     "lora": "r",
     "moelora": "r",
     "frame": "r",
+    "flylora": "r",
+    "hmora": "r",
+    "dora": "r",
+}
+# What a method's trainable-parameter count holds beyond its size option's factors (the results table).
+COUNT_NOTES = {
+    "flylora": "FlyLoRA counts B only: its frozen sparse A and routing bias are buffers, not parameters",
+    "hmora": "HMoRA's count includes its routers, mixing logits θ_l and task encoder",
+    "dora": "DoRA's count includes its magnitude vectors (d_out per layer)",
 }
 # adapter_config.json fields that record where and when an adapter was made, not what it is
 BOOKKEEPING_FIELDS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version")
@@ -54,12 +67,22 @@ def count_trainable(model_name: str, method: str, targets: list[str], task_type:
     auto = AutoModelForCausalLM if task_type == "causal_lm" else AutoModelForSequenceClassification
     with torch.device("meta"):
         model = auto.from_config(config)
+    if method == "hmora" and adapter.get("task_token_id") is None:
+        adapter = {
+            **adapter,
+            "task_token_id": 0,
+        }  # which token starts the task token does not change the count
     peft_model = get_peft_model(model, build_peft_config(method, targets, task_type, **adapter))
     return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 
 
 def _scale_exponent(peft_config) -> float:
-    """``e`` in LoRA's ``ΔW = (lora_alpha / r^e) · B A``: 0.5 with ``use_rslora``, else 1."""
+    """``e`` in LoRA's ``ΔW = (lora_alpha / r^e) · B A``: 0.5 with ``use_rslora`` and for HMoRA (rsLoRA
+    always), else 1."""
+    from ..tuners.hmora import HMoRAConfig
+
+    if isinstance(peft_config, HMoRAConfig):
+        return 0.5
     return 0.5 if getattr(peft_config, "use_rslora", False) else 1.0
 
 
@@ -72,7 +95,7 @@ def _is_lora_like(peft_config) -> bool:
 def scale_convention(method: str, **adapter: Any) -> str:
     """How ``method``'s update is scaled with these options, for the results table.
 
-    LoRA-like: ``α/r=2`` (``ΔW = (lora_alpha / r) · B A``; ``α/√r`` with ``use_rslora``); Fourier
+    LoRA-like: ``α/r=2`` (``ΔW = (lora_alpha / r) · B A``; ``α/√r`` with ``use_rslora`` and HMoRA); Fourier
     methods: ``scaling=150`` (``ΔW = scaling · IDFT2(F)``); ``-`` for a method with neither.
     """
     from ..training.methods import build_peft_config
@@ -92,13 +115,19 @@ def solve_budget(
     The count is linear in the size ``s`` (``r`` or ``n_frequency``): ``c(s) = c(1) + (s − 1)·(c(2) − c(1))``,
     so ``s = max(1, round(1 + (budget − c(1)) / (c(2) − c(1))))``. The scale convention stays: for the
     LoRA-like methods ``lora_alpha`` becomes ``κ · s^e`` with ``κ = lora_alpha / r^e`` of the options as
-    given (defaults filled in; ``e = 1``, or ½ with ``use_rslora``), so ``α/r`` does not drift with ``r``.
+    given (defaults filled in; ``e = 1``, or ½ with ``use_rslora`` and for HMoRA), so ``α/r`` does not
+    drift with ``r``.
+
+    FlyLoRA (``top_k <= r``): the probes use ``top_k = 1`` (its count, ``Σ d_out · r``, does not depend on
+    ``k``), and the solution keeps its ratio ``ρ = k/r``: ``top_k = max(1, round(s · k0 / r0))`` with
+    ``k0, r0`` of the options as given (defaults filled in).
     """
     from ..training.methods import build_peft_config
 
     key = SIZE_OPTION[method]
-    c1 = count_trainable(model_name, method, targets, task_type, **{**adapter, key: 1})
-    c2 = count_trainable(model_name, method, targets, task_type, **{**adapter, key: 2})
+    probe = {"top_k": 1} if method == "flylora" else {}
+    c1 = count_trainable(model_name, method, targets, task_type, **{**adapter, **probe, key: 1})
+    c2 = count_trainable(model_name, method, targets, task_type, **{**adapter, **probe, key: 2})
     slope = c2 - c1
     size = max(1, round(1 + (budget - c1) / slope))
     solved = {**adapter, key: size}
@@ -107,6 +136,8 @@ def solve_budget(
         e = _scale_exponent(resolved)
         kappa = resolved.lora_alpha / resolved.r**e
         solved["lora_alpha"] = float(f"{kappa * size**e:.6g}")
+    if method == "flylora":
+        solved["top_k"] = max(1, round(size * resolved.top_k / resolved.r))
     return solved
 
 
@@ -233,17 +264,32 @@ def resolved_adapter_config(cfg) -> dict[str, Any]:
 
     It is ``build_peft_config(...).to_dict()`` on the run's targets (``modules_to_save`` set for
     encoders' heads, as ``train`` does), so every library default that reaches the config is in it.
+    Options that come from the tokenizer (HMoRA's ``task_token_id``) are filled in from the run model's
+    tokenizer by :func:`~spectral_moe.training.methods.tokenizer_options`, as ``train`` does.
     Left out (:data:`BOOKKEEPING_FIELDS`): ``base_model_name_or_path`` and ``revision`` (where the model
     came from, not what the adapter is), ``inference_mode`` (peft sets it on save) and ``peft_version``.
     """
-    from ..training.methods import build_peft_config
+    from ..training.methods import build_peft_config, needs_tokenizer, tokenizer_options
     from ..training.run import DEFAULT_TARGETS, ENCODER_TARGETS
 
     targets = cfg.target_modules or (DEFAULT_TARGETS if cfg.task_type == "causal_lm" else ENCODER_TARGETS)
-    peft_config = build_peft_config(cfg.method, targets, cfg.task_type, **cfg.adapter)
+    adapter = dict(cfg.adapter)
+    if needs_tokenizer(cfg.method, adapter):
+        adapter = tokenizer_options(cfg.method, adapter, load_tokenizer(cfg.model))
+    peft_config = build_peft_config(cfg.method, targets, cfg.task_type, **adapter)
     if cfg.task_type == "seq_cls":
         peft_config.modules_to_save = ["classifier", "score"]
     return {k: v for k, v in peft_config.to_dict().items() if k not in BOOKKEEPING_FIELDS}
+
+
+def load_tokenizer(model_name: str):
+    """The tokenizer of ``model_name`` (an alias, hub id or folder) alone, as ``load_model`` loads it."""
+    from transformers import AutoTokenizer
+
+    from ..models import MODEL_ALIASES, resolve_model_path
+
+    offline = {"local_files_only": True} if model_name.strip().lower() in MODEL_ALIASES else {}
+    return AutoTokenizer.from_pretrained(resolve_model_path(model_name), **offline)
 
 
 def data_spec(cfg) -> dict[str, dict]:
@@ -473,6 +519,8 @@ def run_compare(
             "",
             table,
             "",
+            *[f"- {COUNT_NOTES[m]}." for m in methods if m in COUNT_NOTES],
+            *([""] if any(m in COUNT_NOTES for m in methods) else []),
             *_sweep_table(sweeps),
             *[f"![{p.stem}](figures/{p.name})" for p in figures],
         ]

@@ -36,9 +36,11 @@ from ..data.types import Example
 from ..evaluation.runs import head_layout, num_labels_for
 from ..evaluation.scoring import evaluate_task, macro_average
 from ..optim import create_optimizer
+from ..tuners.flylora import FlyLoraLayer
 from ..tuners.frame import FrameLayer
+from ..tuners.hmora import HMoRALayer
 from ..tuners.moe_common import RoutedLayerMixin
-from .methods import DEFAULT_LR, DEFAULT_SPECTRUM_LR, build_peft_config, check_method
+from .methods import DEFAULT_LR, DEFAULT_SPECTRUM_LR, build_peft_config, check_method, tokenizer_options
 
 DEFAULT_TARGETS = ["q_proj", "v_proj"]
 ENCODER_TARGETS = ["query", "value"]
@@ -187,22 +189,32 @@ def head_mask(heads: torch.Tensor, num_labels: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # logging
 # --------------------------------------------------------------------------------------------
+# Layers with per-forward router statistics (``router_stats[adapter]["dispatch_fraction"]``): the routed
+# MoE layers, FlyLoRA (its rank activation frequency c_i / Σ_j c_j over the r ranks) and HMoRA.
+ROUTED_LAYER_TYPES = (RoutedLayerMixin, FlyLoraLayer, HMoRALayer)
+
+
 def router_snapshot(model: torch.nn.Module) -> dict[str, Any]:
-    """Per adapted layer: expert dispatch fraction and mean probability; FRAME orders."""
-    load, orders = {}, {}
+    """Per adapted layer: expert dispatch fraction and mean probability (FlyLoRA: rank activation
+    frequency); FRAME orders; HMoRA's mixing weight ``α_l`` of each hybrid router (``mixing_weights``)."""
+    load, orders, mixing = {}, {}, {}
     for name, module in model.named_modules():
-        if isinstance(module, RoutedLayerMixin):
+        if isinstance(module, ROUTED_LAYER_TYPES):
             short = name.removeprefix("base_model.model.")
             for adapter, stats in module.router_stats.items():
                 load[short] = {k: [round(v, 5) for v in t.tolist()] for k, t in stats.items()}
                 if isinstance(module, FrameLayer):
                     orders[short] = [round(v, 5) for v in module.frame_orders(adapter).detach().tolist()]
-    return {"router_load": load, "orders": orders} if load else {}
+                if isinstance(module, HMoRALayer) and module.mixing_weight(adapter) is not None:
+                    mixing[short] = round(float(module.mixing_weight(adapter).detach()), 5)
+    if not load:
+        return {}
+    return {"router_load": load, "orders": orders, **({"mixing_weights": mixing} if mixing else {})}
 
 
 def router_scalars(model: torch.nn.Module) -> dict[str, float]:
     """Scalars for ``report_to`` integrations: aux loss, dispatch fraction per expert (mean over
-    layers) and the mean FRAME order per expert."""
+    layers; FlyLoRA: per rank), the mean FRAME order per expert and HMoRA's mean ``α_l``."""
     out: dict[str, float] = {}
     aux = getattr(model, "get_router_aux_loss", None)
     value = aux(sync=False) if callable(aux) else None  # this rank's own routers: no collective
@@ -215,6 +227,9 @@ def router_scalars(model: torch.nn.Module) -> dict[str, float]:
             mean = torch.tensor(rows).mean(0).tolist()
             prefix = "router_load" if field_name else "order"
             out.update({f"{prefix}/expert_{z}": round(v, 5) for z, v in enumerate(mean)})
+    mixing = list(snap.get("mixing_weights", {}).values())
+    if mixing:
+        out["mixing_weight/mean"] = round(sum(mixing) / len(mixing), 5)
     return out
 
 
@@ -536,7 +551,9 @@ def train(
         )
 
     targets = cfg.target_modules or (DEFAULT_TARGETS if cfg.task_type == "causal_lm" else ENCODER_TARGETS)
-    peft_config = build_peft_config(cfg.method, targets, cfg.task_type, **cfg.adapter)
+    # HMoRA's task_token_id from the tokenizer (as evaluation.compare.resolved_adapter_config rebuilds it)
+    adapter = tokenizer_options(cfg.method, cfg.adapter, tokenizer)
+    peft_config = build_peft_config(cfg.method, targets, cfg.task_type, **adapter)
     if cfg.task_type == "seq_cls":
         peft_config.modules_to_save = ["classifier", "score"]  # the new head (BERT-style, Llama-style)
     model = get_peft_model(model, peft_config)

@@ -195,6 +195,24 @@ def linear_features(base_layer: nn.Module) -> tuple[int, int]:
     )
 
 
+def check_supported_target(config: Any, target: nn.Module, target_name: str) -> None:
+    """``TypeError`` unless the target is an ``nn.Linear``/``Conv1D``; aligns ``config.fan_in_fan_out``."""
+    from transformers.pytorch_utils import Conv1D
+
+    base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
+    if isinstance(base, nn.Linear) and config.fan_in_fan_out:
+        warnings.warn("fan_in_fan_out=True but the target is torch.nn.Linear; using False.", stacklevel=3)
+        config.fan_in_fan_out = False
+    elif isinstance(base, Conv1D) and not config.fan_in_fan_out:
+        warnings.warn("fan_in_fan_out=False but the target is Conv1D; using True.", stacklevel=3)
+        config.fan_in_fan_out = True
+    elif not isinstance(base, (nn.Linear, Conv1D)):
+        raise TypeError(
+            f"Target module {target_name} ({type(base).__name__}) is not supported: spectral-moe adapts "
+            "torch.nn.Linear and transformers Conv1D layers."
+        )
+
+
 class RoutedLayerMixin(BaseTunerLayer):
     """Router state and routing for a tuner layer; subclasses set ``router_attr`` and ``config_attr``.
 
@@ -431,20 +449,7 @@ class RoutedTunerMixin(BaseTuner):
         if isinstance(target, self.tuner_layer_cls):
             target.update_layer(adapter_name, config)
             return
-        from transformers.pytorch_utils import Conv1D
-
-        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-        if isinstance(base, nn.Linear) and config.fan_in_fan_out:
-            warnings.warn("fan_in_fan_out=True but the target is torch.nn.Linear; using False.", stacklevel=2)
-            config.fan_in_fan_out = False
-        elif isinstance(base, Conv1D) and not config.fan_in_fan_out:
-            warnings.warn("fan_in_fan_out=False but the target is Conv1D; using True.", stacklevel=2)
-            config.fan_in_fan_out = True
-        elif not isinstance(base, (nn.Linear, Conv1D)):
-            raise TypeError(
-                f"Target module {target_name} ({type(base).__name__}) is not supported: spectral-moe adapts "
-                "torch.nn.Linear and transformers Conv1D layers."
-            )
+        check_supported_target(config, target, target_name)
         new_module = self.linear_cls(target, adapter_name, config=config)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)

@@ -10,37 +10,18 @@ ranks' biases drift apart under DDP); here the pooled counts make the DDP run eq
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 from peft.config import PeftConfig
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTuner
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
 
 from ...routing import data_parallel_world_size
-from ..moe_common import RoutedTunerMixin
+from ..moe_common import RoutedTunerMixin, check_supported_target
 from .config import FlyLoraConfig
 from .layer import FlyLoraLayer, FlyLoraLinear
-
-
-def check_supported_target(config: Any, target: nn.Module, target_name: str) -> None:
-    """``TypeError`` unless the target is an ``nn.Linear``/``Conv1D``; aligns ``config.fan_in_fan_out``."""
-    from transformers.pytorch_utils import Conv1D
-
-    base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-    if isinstance(base, nn.Linear) and config.fan_in_fan_out:
-        warnings.warn("fan_in_fan_out=True but the target is torch.nn.Linear; using False.", stacklevel=3)
-        config.fan_in_fan_out = False
-    elif isinstance(base, Conv1D) and not config.fan_in_fan_out:
-        warnings.warn("fan_in_fan_out=False but the target is Conv1D; using True.", stacklevel=3)
-        config.fan_in_fan_out = True
-    elif not isinstance(base, (nn.Linear, Conv1D)):
-        raise TypeError(
-            f"Target module {target_name} ({type(base).__name__}) is not supported: spectral-moe adapts "
-            "torch.nn.Linear and transformers Conv1D layers."
-        )
 
 
 class FlyLoraModel(RoutedTunerMixin):

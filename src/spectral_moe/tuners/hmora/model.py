@@ -27,8 +27,7 @@ from peft.tuners.tuners_utils import BaseTuner
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
 
-from ..flylora.model import check_supported_target
-from ..moe_common import RoutedTunerMixin
+from ..moe_common import RoutedTunerMixin, check_supported_target
 from .config import HMoRAConfig
 from .layer import HMoRALayer, HMoRALinear, TaskEncoder
 
@@ -200,17 +199,21 @@ class HMoRAModel(RoutedTunerMixin):
             if (
                 past_len
                 and cached is not None
-                and all(n in cached and cached[n].shape[0] == batch for n in active)
+                and all(n in cached and batch % cached[n].shape[0] == 0 for n in active)
             ):
-                reprs = cached
+                # a continuation of cached prompts; a cache grown by batch_repeat_interleave (scoring several
+                # continuations of one context, beam search) repeats each prompt's s the same way
+                reprs = {n: cached[n].repeat_interleave(batch // cached[n].shape[0], dim=0) for n in active}
             else:
                 labels = kwargs.get("labels")
                 explicit = self.__dict__.get("_explicit_prompt_mask")
+                width = (input_ids if input_ids is not None else embeds).shape[1]
+                own_mask = mask if mask is None or mask.shape[1] == width else mask[:, -width:]
                 for name in active:
                     reprs[name] = self.task_representation(
                         name,
                         input_ids,
-                        mask,
+                        own_mask,
                         labels if isinstance(labels, torch.Tensor) else None,
                         embeds,
                         explicit,
