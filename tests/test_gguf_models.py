@@ -324,7 +324,18 @@ def test_cli_trains_a_gguf_file(tmp_path, monkeypatch):
     task = write_jsonl_task(tmp_path / "task.jsonl", n=40)
     out = tmp_path / "run"
     rc = main(
-        ["train", "--model", str(path), "--tasks", f"jsonl:{task}", "--steps", "2", "--out", str(out), "--quiet"]
+        [
+            "train",
+            "--model",
+            str(path),
+            "--tasks",
+            f"jsonl:{task}",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
         + ["--set", "adapter.r=2", "--set", "batch_size=2", "--method", "moelora"]
     )
     assert rc == 0
