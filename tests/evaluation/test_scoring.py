@@ -108,3 +108,23 @@ def test_numeric_targets_are_scored_by_generation_too():
     assert numeric_target(arith) == "5" and numeric_target(prose) is None
     assert "exact_match" in evaluate_task(model, tok, [arith], "multiple_choice")
     assert "exact_match" not in evaluate_task(model, tok, [prose], "multiple_choice")
+
+
+def test_mmlu_accuracy_is_the_macro_average_over_subjects():
+    model, tok = _model_and_tok()
+    examples = [
+        Example(
+            task="mmlu",
+            input=f"Q{i}: pick\nAnswer:",
+            choices=(" A", " B"),
+            answer=ans,
+            meta={"subject": subj},
+        )
+        for i, (subj, ans) in enumerate([("a", " A"), ("a", " B"), ("a", " A"), ("b", " B")])
+    ]
+    metrics, results = score_multiple_choice(model, tok, examples)
+    hit = [r.pred == r.label for r in results]
+    per = {"a": sum(hit[:3]) / 3, "b": float(hit[3])}
+    assert metrics["subjects"]["a"]["acc"] == per["a"] and metrics["subjects"]["b"]["n"] == 1
+    assert metrics["acc"] == (per["a"] + per["b"]) / 2 and metrics["n_subjects"] == 2
+    assert metrics["acc_micro"] == sum(hit) / 4

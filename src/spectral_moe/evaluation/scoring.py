@@ -23,6 +23,27 @@ compared with the reference number (``exact_match``). Which number: the first on
 "final_number"`` (GSM8K, trained on worked solutions) the final answer, the number after ``####`` or
 else the last number (:func:`spectral_moe.data.gsm8k.gsm8k_completion_answer`), with at least
 :data:`SOLUTION_MAX_NEW_TOKENS` new tokens to write the solution.
+
+Scoring dispatches on ``meta["answer_style"]``:
+
+``"final_number"`` (GSM8K)   the final number, as above.
+``"math_final"`` (MATH)       the final answer of the completion (:func:`extract_math_answer`: the last
+                              ``\\boxed{...}``, else Minerva's ``"The final answer is X"``, else the last
+                              ``$...$``) and the reference are equal after :func:`normalize_math_answer`
+                              (``exact_match``), with at least :data:`SOLUTION_MAX_NEW_TOKENS` new tokens.
+``"code_execution"``          (HumanEval, MBPP) the completion, cut at ``meta["stop"]``, runs against the
+                              example's tests in the sandbox of :mod:`spectral_moe.evaluation.code`
+                              (``pass@1``, greedy, at least :data:`CODE_MAX_NEW_TOKENS` new tokens). The
+                              program is ``input + completion`` (HumanEval: the prompt is the function's
+                              signature and docstring) or ``completion`` alone (``meta["program"] ==
+                              "completion"``, MBPP). The prompt keeps its trailing newline (generation
+                              starts on the function body's line). Needs the opt-in
+                              (``allow_code_execution=True`` / ``SPECTRAL_MOE_ALLOW_CODE_EVAL=1``), checked
+                              before anything is generated; the metrics record the sandbox's ``isolation``.
+
+Multiple-choice examples with ``meta["subject"]`` (MMLU) report ``acc`` / ``acc_norm`` as the unweighted
+mean over subjects (macro), ``acc_micro`` / ``acc_norm_micro`` over examples, and ``subjects`` =
+``{subject: {"acc", "acc_norm", "n"}}``.
 """
 
 from __future__ import annotations
@@ -35,6 +56,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.gsm8k import gsm8k_completion_answer
+from ..data.olmo import last_boxed
 from ..data.prompts import (
     FittedPrompt,
     bos_ids,
@@ -45,23 +67,34 @@ from ..data.prompts import (
     split_prompt,
 )
 from ..data.types import Example
+from .code import probe_isolation, require_code_execution, run_programs
 
 SOLUTION_MAX_NEW_TOKENS = 256
 SHORT_MAX_NEW_TOKENS = 32
+CODE_MAX_NEW_TOKENS = 512
+CODE_TIMEOUT_S = 10.0
 
 __all__ = [
+    "CODE_MAX_NEW_TOKENS",
+    "CODE_TIMEOUT_S",
     "SOLUTION_MAX_NEW_TOKENS",
     "SHORT_MAX_NEW_TOKENS",
     "ChoiceResult",
     "completion_answer",
     "continuation_logprobs",
     "encode_pair",
+    "code_program",
+    "cut_at_stop",
     "evaluate_task",
+    "extract_math_answer",
     "first_number",
     "fit_pairs",
     "generate_answers",
     "macro_average",
+    "math_answers_equal",
+    "normalize_math_answer",
     "numeric_target",
+    "score_code_execution",
     "score_exact_match",
     "score_multiple_choice",
 ]
@@ -202,11 +235,32 @@ def score_multiple_choice(
         out.append(ChoiceResult([s for s, _ in scores[k : k + n]], ex.label))
         truncated += any(f.truncated for f in fitted[k : k + n])
         k += n
-    acc = sum(r.pred == r.label for r in out)
-    acc_norm = sum(r.pred_norm(ex.choices) == r.label for r, ex in zip(out, examples))
+    hit = [float(r.pred == r.label) for r in out]
+    hit_norm = [float(r.pred_norm(ex.choices) == r.label) for r, ex in zip(out, examples)]
     total = max(len(examples), 1)
-    metrics = {"acc": acc / total, "acc_norm": acc_norm / total, "n": len(examples)}
+    metrics = {"acc": sum(hit) / total, "acc_norm": sum(hit_norm) / total, "n": len(examples)}
+    if examples and all("subject" in ex.meta for ex in examples):
+        metrics.update(_subject_macro(examples, hit, hit_norm))
     return {**metrics, "truncated": truncated / total}, out
+
+
+def _subject_macro(examples: Sequence[Example], hit: list[float], hit_norm: list[float]) -> dict:
+    """``acc = (1/S) Σ_s mean_{i ∈ s} hit_i`` over the S subjects (MMLU), the micro means and per subject."""
+    per: dict[str, list[tuple[float, float]]] = {}
+    for ex, h, hn in zip(examples, hit, hit_norm):
+        per.setdefault(str(ex.meta["subject"]), []).append((h, hn))
+    subjects = {
+        s: {"acc": sum(h for h, _ in v) / len(v), "acc_norm": sum(hn for _, hn in v) / len(v), "n": len(v)}
+        for s, v in sorted(per.items())
+    }
+    return {
+        "acc": sum(m["acc"] for m in subjects.values()) / len(subjects),
+        "acc_norm": sum(m["acc_norm"] for m in subjects.values()) / len(subjects),
+        "acc_micro": sum(hit) / len(hit),
+        "acc_norm_micro": sum(hit_norm) / len(hit_norm),
+        "n_subjects": len(subjects),
+        "subjects": subjects,
+    }
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -223,9 +277,16 @@ def first_number(text: str) -> str | None:
 
 @torch.no_grad()
 def _generate(
-    model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int
+    model,
+    tokenizer,
+    prompts: Sequence[list[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    stop: Sequence[str] = (),
 ) -> list[str]:
-    """Greedy completions of token-id prompts (left-padded batches), stopping at EOS."""
+    """Greedy completions of token-id prompts (left-padded batches), stopping at EOS (and, where the
+    installed transformers supports it, when every row has produced one of ``stop``: the completions are
+    cut there anyway, so this only saves time)."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     pad = 0 if pad is None else pad
@@ -238,7 +299,7 @@ def _generate(
         for row, p in enumerate(batch):
             ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
             mask[row, width - len(p) :] = 1
-        gen = model.generate(
+        kwargs = dict(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
@@ -246,6 +307,13 @@ def _generate(
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=pad,
         )
+        if stop:
+            try:
+                gen = model.generate(**kwargs, stop_strings=list(stop), tokenizer=tokenizer)
+            except (TypeError, ValueError):  # no stop-string support: generate to the end and cut
+                gen = model.generate(**kwargs)
+        else:
+            gen = model.generate(**kwargs)
         outputs.extend(tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True))
     return outputs
 
@@ -281,15 +349,121 @@ def numeric_target(example: Example) -> str | None:
 
 
 def _solution_style(example: Example) -> bool:
-    return example.meta.get("answer_style") == "final_number"
+    return example.meta.get("answer_style") in ("final_number", "math_final")
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to the earliest occurrence of any of ``stops`` (all of it when none occurs)."""
+    at = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    return text[:at]
 
 
 def completion_answer(example: Example, text: str) -> str | None:
-    """The number a completion answers with: cut at the first of ``meta["stop"]``, then the final answer
-    (``answer_style == "final_number"``: after ``####``, else the last number) or the first number."""
-    for stop in example.meta.get("stop", ()):
-        text = text.split(stop, 1)[0]
-    return gsm8k_completion_answer(text) if _solution_style(example) else first_number(text)
+    """The answer of a completion: cut at the earliest of ``meta["stop"]``, then the final answer
+    (``answer_style == "final_number"``: after ``####``, else the last number; ``"math_final"``:
+    :func:`extract_math_answer`) or the first number."""
+    text = cut_at_stop(text, example.meta.get("stop", ()))
+    style = example.meta.get("answer_style")
+    if style == "math_final":
+        return extract_math_answer(text)
+    return gsm8k_completion_answer(text) if style == "final_number" else first_number(text)
+
+
+# --------------------------------------------------------------------------- MATH final answers
+
+_FINAL_ANSWER = re.compile(r"final answer is\s*(.+?)(?:\.?\s*I hope it is correct|\.?\s*$)", re.DOTALL)
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_TRAILING_ZERO = re.compile(r"(-?\d+)\.0+")
+_INT_FRACTION = re.compile(r"(-?\d+)/(\d+)")
+
+
+def extract_math_answer(text: str) -> str | None:
+    """The final answer written in a MATH solution: the content of its last ``\\boxed{...}``, else
+    Minerva's ``"The final answer is X[. I hope it is correct.]"``, else the last ``$...$``, else the
+    stripped text (lm-eval's hendrycks_math fallback); None for an empty text."""
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed.strip()
+    found = _FINAL_ANSWER.findall(text)
+    if found:
+        return found[-1].strip()
+    dollars = [i for i, c in enumerate(text) if c == "$"]
+    if len(dollars) >= 2:
+        return text[dollars[-2] + 1 : dollars[-1]].strip()
+    return text.strip() or None
+
+
+def _braced_after(s: str, command: str) -> str:
+    """``\\sqrt3 -> \\sqrt{3}``, ``\\frac12 -> \\frac{1}{2}``, ``\\frac1{7} -> \\frac{1}{7}``: brace the
+    single-character arguments of ``command`` (``\\sqrt`` one, ``\\frac`` two)."""
+    pieces = s.split(command)
+    out = pieces[0]
+    n_args = 2 if command == "\\frac" else 1
+    for piece in pieces[1:]:
+        out += command
+        for _ in range(n_args):
+            if not piece or piece[0] == "{":
+                break
+            out += "{" + piece[0] + "}"
+            piece = piece[1:]
+        out += piece
+    return out
+
+
+def normalize_math_answer(text: str) -> str:
+    """A MATH answer in a canonical string form, for exact match.
+
+    Follows Hendrycks et al.'s ``strip_string`` (the ``is_equiv`` of hendrycks/math, also lm-eval's
+    ``hendrycks_math`` utils), step by step: strip surrounding ``$``, unwrap ``\\boxed{..}`` /
+    ``\\fbox{..}``; drop line breaks, ``\\!``, ``\\left``/``\\right``, degrees (``^\\circ``), dollar signs (``\\$`` and math-mode ``$``),
+    units after ``"\\text{ "``, percent signs; ``\\\\ -> \\``, ``tfrac``/``dfrac -> frac``; ``" ." -> " 0."``,
+    a leading ``.`` gets a ``0``; ``"x = 5" -> "5"`` when the left side has at most 2 characters; brace
+    ``\\sqrt3``, ``\\frac12``; remove all spaces; ``0.5 -> \\frac{1}{2}`` and an integer ``a/b ->
+    \\frac{a}{b}``. Added (Minerva's ``normalize_final_answer``, and the issue's rule): thousands
+    separators in a plain number (``1,000 -> 1000``, but ``(1,2)`` is kept) and a trailing ``.0`` of an
+    integer (``5.00 -> 5``). Fractions are otherwise compared as written: ``\\frac{2}{4}`` is not
+    ``\\frac{1}{2}`` and nothing is evaluated numerically.
+    """
+    s = str(text).strip().strip("$").strip()
+    for box in ("\\boxed", "\\fbox"):
+        if s.startswith(box + "{") and s.endswith("}"):
+            inner = last_boxed("\\boxed" + s[len(box) :])
+            if inner is not None and len(inner) == len(s) - len(box) - 2:
+                s = inner.strip()
+    s = s.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac")
+    s = s.replace("\\left", "").replace("\\right", "")
+    s = s.replace("^{\\circ}", "").replace("^\\circ", "")
+    s = s.replace("\\$", "").replace("$", "")
+    if "\\text{ " in s:
+        s = s.split("\\text{ ")[0]
+    s = s.replace("\\%", "").replace("%", "")
+    s = s.replace(" .", " 0.").replace("{.", "{0.")
+    if s.startswith("."):
+        s = "0" + s
+    if s.count("=") == 1 and len(s.split("=")[0].strip()) <= 2:
+        s = s.split("=")[1]
+    s = _braced_after(s, "\\sqrt")
+    s = s.replace(" ", "")
+    s = _braced_after(s, "\\frac")
+    if _THOUSANDS.fullmatch(s):
+        s = s.replace(",", "")
+    m = _TRAILING_ZERO.fullmatch(s)
+    if m:
+        s = m.group(1)
+    if s == "0.5":
+        s = "\\frac{1}{2}"
+    m = _INT_FRACTION.fullmatch(s)
+    if m:
+        s = "\\frac{" + m.group(1) + "}{" + m.group(2) + "}"
+    return s
+
+
+def math_answers_equal(predicted: str | None, reference: str | None) -> bool:
+    """Exact match of :func:`normalize_math_answer` of both (False if either is None)."""
+    if predicted is None or reference is None:
+        return False
+    return normalize_math_answer(predicted) == normalize_math_answer(reference)
 
 
 def score_exact_match(
@@ -313,17 +487,89 @@ def score_exact_match(
         if not idx:
             continue
         n_new = max(max_new_tokens, SOLUTION_MAX_NEW_TOKENS) if solution else max_new_tokens
-        texts = _generate(model, tokenizer, [fitted[i].context for i in idx], n_new, batch_size)
+        stops = _common_stops([examples[i] for i in idx])
+        texts = _generate(model, tokenizer, [fitted[i].context for i in idx], n_new, batch_size, stops)
         for i, text in zip(idx, texts):
             completions[i] = text
     hits = 0
     for ex, text in zip(examples, completions):
-        want = numeric_target(ex) or first_number(ex.answer) or ex.answer.strip()
         got = completion_answer(ex, text)
+        if ex.meta.get("answer_style") == "math_final":
+            hits += math_answers_equal(got, ex.answer)
+            continue
+        want = numeric_target(ex) or first_number(ex.answer) or ex.answer.strip()
         hits += got is not None and got == want
     total = max(len(examples), 1)
     truncated = sum(f.truncated for f in fitted)
     return {"exact_match": hits / total, "n": len(examples), "truncated": truncated / total}, completions
+
+
+def _common_stops(examples: Sequence[Example]) -> list[str]:
+    """The stop strings all ``examples`` share (generation may end early at them)."""
+    if not examples:
+        return []
+    common = set(examples[0].meta.get("stop", ()))
+    for ex in examples[1:]:
+        common &= set(ex.meta.get("stop", ()))
+    return sorted(common)
+
+
+def code_program(example: Example, completion: str) -> str:
+    """The program a completion of a code task makes: cut at ``meta["stop"]``, then ``input +
+    completion`` (HumanEval) or the completion alone (``meta["program"] == "completion"``, MBPP)."""
+    text = cut_at_stop(completion, example.meta.get("stop", ()))
+    return text if example.meta.get("program") == "completion" else example.input + text
+
+
+def score_code_execution(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    max_new_tokens: int = CODE_MAX_NEW_TOKENS,
+    batch_size: int = 8,
+    max_length: int | None = 1024,
+    *,
+    allow_code_execution: bool | None = None,
+    timeout_s: float = CODE_TIMEOUT_S,
+    max_workers: int | None = None,
+) -> tuple[dict, list[str]]:
+    """``{"pass@1", "n", "truncated", "isolation", "sandbox_warnings", "errors"}`` of greedy completions run
+    against ``meta["test_program"]`` (:func:`code_program`, :func:`spectral_moe.evaluation.code.run_programs`)
+    and the raw completions.
+
+    ``pass@1 = (1/n) Σ_i [program_i + test_i exits 0 within timeout_s]`` (one greedy sample per problem).
+    Raises :class:`spectral_moe.evaluation.code.CodeExecutionNotAllowed` before generating anything unless
+    code execution was opted into. ``isolation`` lists the sandbox layers that applied on this machine
+    (:func:`spectral_moe.evaluation.code.probe_isolation`); ``errors`` counts the first line of each failure.
+    """
+    require_code_execution(allow_code_execution)
+    probe = probe_isolation(allow_code_execution=True)
+    fitted = [
+        build_prompt(tokenizer, ex.input, "", max_length, passage=ex.passage_span, reserve=0)
+        for ex in examples
+    ]
+    # split_prompt moves the prompt's trailing whitespace (HumanEval/MBPP end in "\n") into the
+    # continuation; generation must start after it, so it goes back into the prompt.
+    prompts = [f.context + f.continuation for f in fitted]
+    n_new = max(max_new_tokens, CODE_MAX_NEW_TOKENS)
+    completions = _generate(model, tokenizer, prompts, n_new, batch_size, _common_stops(examples))
+    programs = [(code_program(ex, c), ex.meta["test_program"]) for ex, c in zip(examples, completions)]
+    results = run_programs(programs, timeout_s, allow_code_execution=True, max_workers=max_workers)
+    errors: dict[str, int] = {}
+    for r in results:
+        if not r.passed:
+            key = r.error.splitlines()[0][:80] if r.error else "failed"
+            errors[key] = errors.get(key, 0) + 1
+    total = max(len(examples), 1)
+    metrics = {
+        "pass@1": sum(r.passed for r in results) / total,
+        "n": len(examples),
+        "truncated": sum(f.truncated for f in fitted) / total,
+        "isolation": list(probe.isolation),
+        "sandbox_warnings": list(probe.warnings),
+        "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:10]),
+    }
+    return metrics, completions
 
 
 def evaluate_task(
@@ -334,9 +580,20 @@ def evaluate_task(
     batch_size: int = 16,
     max_new_tokens: int = SHORT_MAX_NEW_TOKENS,
     max_length: int | None = 1024,
-) -> dict[str, float]:
-    """Metrics of one task: log-likelihood accuracy for multiple choice, exact match for free-form;
-    ``truncated`` is the fraction of examples whose prompt did not fit ``max_length`` whole."""
+    *,
+    allow_code_execution: bool | None = None,
+) -> dict:
+    """Metrics of one task: log-likelihood accuracy for multiple choice, exact match for free-form,
+    pass@1 for code (``answer_style == "code_execution"``, which needs ``allow_code_execution`` or
+    ``$SPECTRAL_MOE_ALLOW_CODE_EVAL=1``, checked before the model runs); ``truncated`` is the fraction of
+    examples whose prompt did not fit ``max_length`` whole."""
+    styles = {ex.meta.get("answer_style") for ex in examples}
+    if "code_execution" in styles:
+        if len(styles) > 1:
+            raise ValueError(
+                f"a task mixes code_execution with other answer styles: {sorted(map(str, styles))}"
+            )
+        require_code_execution(allow_code_execution)
     if not examples:
         return {"n": 0}
     was_training = model.training
@@ -350,6 +607,16 @@ def evaluate_task(
                 )[0]
                 metrics["exact_match"] = em["exact_match"]
             return metrics
+        if kind == "free_form" and "code_execution" in styles:
+            return score_code_execution(
+                model,
+                tokenizer,
+                examples,
+                max(max_new_tokens, CODE_MAX_NEW_TOKENS),
+                max(batch_size // 2, 1),
+                max_length,
+                allow_code_execution=True,
+            )[0]
         if kind == "free_form":
             return score_exact_match(
                 model, tokenizer, examples, max_new_tokens, max(batch_size // 2, 1), max_length
