@@ -360,7 +360,7 @@ def _nonnegative_fit(features: torch.Tensor, seconds: torch.Tensor) -> torch.Ten
 
 def calibrate(args: argparse.Namespace, device: torch.device, log: Callable[[str], None]) -> str:
     """Measure both FourierMoE paths on a grid, fit the cost-model constants, check the choices."""
-    from spectral_moe.spectral import fourier
+    from spectral_moe.spectral import cost_model
     from spectral_moe.spectral.bands import band_capacity
 
     shapes = common.parse_shapes(args.shapes if args.shapes != DEFAULT_SHAPES else CALIBRATION_SHAPES)
@@ -388,31 +388,28 @@ def calibrate(args: argparse.Namespace, device: torch.device, log: Callable[[str
                     + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in med.items())
                 )
     fits = {}
-    for index, path in enumerate(("fft", "dense")):
-        rows = [(fourier.path_work(t, o, i, 8, n, 2)[index], m[path]) for o, i, t, n, m in cases if path in m]
+    for path, terms in cost_model.FITTED_SECONDS.items():
+        rows = [
+            ([cost_model.path_work(t, o, i, 8, n, 2)[path][term] for term in terms], m[path])
+            for o, i, t, n, m in cases
+            if path in m
+        ]
         feats = torch.tensor([r[0] for r in rows], dtype=torch.float64)
         secs = torch.tensor([r[1] for r in rows], dtype=torch.float64)
         fits[path] = _nonnegative_fit(feats, secs)
-    names = {
-        "fft": ("FFT_PATH_OVERHEAD", "FFT_COST_PER_POINT_LOG", "GATHER_COST_PER_COEF", "FFT_COST_PER_POINT"),
-        "dense": (
-            "DENSE_PATH_OVERHEAD",
-            "DENSE_FFT_COST_PER_POINT_LOG",
-            "DENSE_COST_PER_ENTRY",
-            "MATMUL_COST_PER_MAC",
-        ),
-    }
     constants = [
-        f"{name} = {value:.2e}"
-        for path in ("fft", "dense")
-        for name, value in zip(names[path], fits[path].tolist())
+        f'FITTED_SECONDS["{path}"]["{term}"] = {value:.2e}'
+        for path, terms in cost_model.FITTED_SECONDS.items()
+        for term, value in zip(terms, fits[path].tolist())
     ]
     table = []
     for d_out, d_in, tokens, n, med in cases:
-        fft_work, dense_work = fourier.path_work(tokens, d_out, d_in, 8, n, 2)
-        pred_fft = float(torch.tensor(fft_work, dtype=torch.float64) @ fits["fft"])
-        pred_dense = float(torch.tensor(dense_work, dtype=torch.float64) @ fits["dense"])
-        pick = "fft" if fourier.fft_is_cheaper(tokens, d_out, d_in, 8, n, 2) else "dense"
+        work = cost_model.path_work(tokens, d_out, d_in, 8, n, 2)
+        pred_fft, pred_dense = (
+            float(torch.tensor(list(work[path].values()), dtype=torch.float64) @ fits[path])
+            for path in ("fft", "dense")
+        )
+        pick = "fft" if cost_model.fft_is_cheaper(tokens, d_out, d_in, 8, n, 2) else "dense"
         t_dense = med.get("dense", float("nan"))
         faster = ("fft" if med["fft"] < t_dense else "dense") if t_dense == t_dense else "fft (dense not run)"
         table.append(

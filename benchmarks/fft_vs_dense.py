@@ -3,7 +3,9 @@
     python benchmarks/fft_vs_dense.py --shapes 2048x2048 --tokens 1024
 
 Prints the median time of each path and the dense/fft ratio (>1: the FFT path is faster), plus
-what ``forward_mode="auto"`` chooses. Used for the cost-model constants in spectral/fourier.py.
+what ``forward_mode="auto"`` chooses (``spectral.cost_model.fft_is_cheaper``) and whether that was the
+faster path. A check of the cost model, not its fit: the constants in spectral/cost_model.py are fitted
+by ``python benchmarks/adapter_step.py --calibrate --threads 1``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 
 import torch
 
-from spectral_moe.spectral.fourier import fft_is_cheaper
+from spectral_moe.spectral.cost_model import fft_is_cheaper
 from spectral_moe.tuners.fouriermoe import FourierMoEConfig, FourierMoELinear
 
 
@@ -64,7 +66,8 @@ def main() -> None:
                 times[(mode, tokens)] = time_step(layer, x, args.repeats)
         for tokens in map(int, args.tokens.split(",")):
             tf, td = times[("fft", tokens)], times[("dense", tokens)]
-            pick = "fft" if fft_is_cheaper(tokens, d_out, d_in, args.experts, args.n_frequency) else "dense"
+            cheaper = fft_is_cheaper(tokens, d_out, d_in, args.experts, args.n_frequency, args.top_k)
+            pick = "fft" if cheaper else "dense"
             right = pick == ("fft" if tf < td else "dense")
             print(f"| {shape} | {tokens} | {tf:.4f} | {td:.4f} | {td / tf:.2f} | {pick} | {right} |")
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from spectral_moe import FrameConfig, MoELoraConfig, create_optimizer
-from spectral_moe.routing import load_balancing_loss, route
+from spectral_moe.routing import route, router_loss_stats, router_losses_from_stats
 from spectral_moe.spectral.frame import transformed_factors
 from spectral_moe.tuners.frame import FrameLinear
 
@@ -135,7 +135,8 @@ def train_planted(
         loss = (layer(x) - x @ target.T).pow(2).mean()
         if aux_coef and layer.is_routed("default"):
             routing = route(layer.frame_router["default"](x), config.top_k, config.router_temperature)
-            loss = loss + aux_coef * load_balancing_loss(routing)
+            aux, _ = router_losses_from_stats([router_loss_stats(routing)])  # [1]: this layer's L_aux
+            loss = loss + aux_coef * aux[0]
         opt.zero_grad()
         loss.backward()
         opt.step()

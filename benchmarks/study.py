@@ -1,8 +1,8 @@
 """The evidence for issue 6: main comparisons, ablations and the study report, all resumable.
 
-Every run is one ``spectral_moe.training.run.train`` call in its own directory; a finished run is
+Every run is one ``spectral_moe.pipeline.train`` call in its own directory; a finished run is
 reused when nothing that made it changed (run config, adapter config as built now, library version,
-data splits: ``spectral_moe.evaluation.compare.reuse_mismatch``), so each command can be interrupted
+data splits: ``spectral_moe.pipeline.reuse.reuse_mismatch``), so each command can be interrupted
 and run again.
 
     # main comparison: 5 methods at matched trainable parameters, learning-rate sweep on validation
@@ -33,14 +33,14 @@ import dataclasses
 import json
 from pathlib import Path
 
-from spectral_moe.evaluation.compare import (
+from spectral_moe.pipeline.compare import (
     count_trainable,
     macro_score,
     mean_std,
     run_compare,
     train_or_reuse,
 )
-from spectral_moe.training.run import RunConfig
+from spectral_moe.training.config import RunConfig
 
 METHODS = ["lora", "fourierft", "moelora", "fouriermoe", "frame"]
 
@@ -118,7 +118,7 @@ def base_config(setting: str, args: argparse.Namespace, out: Path, tasks: str | 
 
 def fouriermoe_budget(cfg: RunConfig) -> int:
     """Trainable parameters of FourierMoE's defaults on this setting: the budget every method matches."""
-    from spectral_moe.training.run import DEFAULT_TARGETS, ENCODER_TARGETS
+    from spectral_moe.training.config import DEFAULT_TARGETS, ENCODER_TARGETS
 
     targets = DEFAULT_TARGETS if cfg.task_type == "causal_lm" else ENCODER_TARGETS
     return count_trainable(cfg.model, "fouriermoe", targets, cfg.task_type)

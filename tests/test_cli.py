@@ -271,7 +271,7 @@ def test_compare_lr_sweep_picks_on_validation_and_resumes(tiny, tmp_path, capsys
 
 def test_compare_lr_extend_goes_past_a_winning_edge(tiny, tmp_path, monkeypatch):
     """--lr-extend reaches run_compare's sweep: scores rigged so the top edge keeps winning once."""
-    import spectral_moe.evaluation.compare as compare
+    import spectral_moe.pipeline.compare as compare
 
     model, task = tiny
     real = compare.train_or_reuse
@@ -377,7 +377,7 @@ def test_debug_traceback_for_library_errors(tiny, tmp_path, capsys, monkeypatch)
 
 def test_set_reaches_every_method_that_has_the_option(tmp_path, monkeypatch):
     """``adapter.KEY`` reaches every compared method with that option, ``METHOD.KEY`` that method only."""
-    import spectral_moe.evaluation.compare as compare
+    import spectral_moe.pipeline.compare as compare
 
     seen = []
 

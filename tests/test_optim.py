@@ -7,8 +7,8 @@ from transformers import TrainingArguments, get_cosine_schedule_with_warmup
 
 import spectral_moe  # noqa: F401
 from spectral_moe import FourierMoEConfig, FrameConfig, create_optimizer
-from spectral_moe.optim import CombinedOptimizer, parameter_groups
 from spectral_moe.spectral.frame import default_order_lr
+from spectral_moe.training.optim import CombinedOptimizer, parameter_groups
 from tests.helpers import tiny_llama
 
 
@@ -88,7 +88,7 @@ def test_order_lr_defaults_to_each_layers_measured_rate():
 
 def test_orders_are_outside_the_gradient_clip():
     """create_optimizer(max_grad_norm=...) clips the other gradients only; SpectralTrainer's clip too."""
-    from spectral_moe.training.run import SpectralTrainer
+    from spectral_moe.training.trainer import SpectralTrainer
 
     model = get_peft_model(tiny_llama(), FrameConfig(target_modules=["q_proj"], r=2))
     opt = create_optimizer(model, lr=0.0, max_grad_norm=1e-3)

@@ -5,7 +5,8 @@ from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPIN
 from peft.utils import PeftType
 
 import spectral_moe
-from spectral_moe import FourierMoEConfig, FourierMoEModel, _peft_registry
+from spectral_moe import FourierMoEConfig, FourierMoEModel
+from spectral_moe.tuners import peft_registry as _peft_registry
 
 
 def test_methods_are_peft_types():

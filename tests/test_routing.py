@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from spectral_moe import routing
+from tests.oracles import load_balancing_loss, router_z_loss
 
 
 def test_gates_are_renormalised_top_k():
@@ -51,15 +52,15 @@ def test_load_balancing_loss_is_one_when_balanced_and_grows_with_collapse():
     idx = torch.arange(tokens) % num_experts
     logits = torch.full((tokens, num_experts), -1e4)
     logits[torch.arange(tokens), idx] = 0.0
-    balanced = routing.load_balancing_loss(routing.route(torch.zeros(tokens, num_experts) + 0.0, 1))
+    balanced = load_balancing_loss(routing.route(torch.zeros(tokens, num_experts) + 0.0, 1))
     assert balanced.item() == pytest.approx(1.0)  # uniform probabilities: Σ f_z · 1/Z · Z = 1
-    one_hot_balanced = routing.load_balancing_loss(routing.route(logits, 1))
+    one_hot_balanced = load_balancing_loss(routing.route(logits, 1))
     assert one_hot_balanced.item() == pytest.approx(1.0)
     values = []
     for strength in (0.0, 1.0, 3.0, 10.0):
         lg = torch.zeros(tokens, num_experts)
         lg[:, 0] = strength  # everything drifts to expert 0
-        values.append(routing.load_balancing_loss(routing.route(lg, 1)).item())
+        values.append(load_balancing_loss(routing.route(lg, 1)).item())
     assert all(b > a for a, b in zip(values[1:], values[2:]))
     assert values[-1] == pytest.approx(num_experts, rel=1e-3)  # full collapse → Z
 
@@ -74,7 +75,7 @@ def test_dispatch_fraction_and_statistics():
 
 def test_z_loss():
     logits = torch.randn(10, 3)
-    assert routing.router_z_loss(logits).item() == pytest.approx(
+    assert router_z_loss(logits).item() == pytest.approx(
         (torch.logsumexp(logits, -1) ** 2).mean().item(), rel=1e-6
     )
 
@@ -82,8 +83,8 @@ def test_z_loss():
 def test_gradcheck_router():
     logits = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda lg: routing.route(lg, 2, 0.8).gates, (logits,))
-    assert torch.autograd.gradcheck(lambda lg: routing.load_balancing_loss(routing.route(lg, 2)), (logits,))
-    assert torch.autograd.gradcheck(routing.router_z_loss, (logits,))
+    assert torch.autograd.gradcheck(lambda lg: load_balancing_loss(routing.route(lg, 2)), (logits,))
+    assert torch.autograd.gradcheck(router_z_loss, (logits,))
 
 
 def test_losses_from_stats_equal_the_direct_formulas():
@@ -91,8 +92,8 @@ def test_losses_from_stats_equal_the_direct_formulas():
     r = routing.route(logits, 2)
     aux, z = routing.router_losses_from_stats([routing.router_loss_stats(r)] * 2)
     assert aux.shape == (2,) and z.shape == (2,)
-    assert torch.allclose(aux, routing.load_balancing_loss(r).expand(2))
-    assert torch.allclose(z, routing.router_z_loss(logits).expand(2))
+    assert torch.allclose(aux, load_balancing_loss(r).expand(2))
+    assert torch.allclose(z, router_z_loss(logits).expand(2))
 
 
 def test_masked_tokens_do_not_count():
@@ -139,13 +140,13 @@ def test_rank_shares_average_to_the_global_batch_loss_and_gradient(tmp_path):
     )
     res = [torch.load(tmp_path / f"out.{r}") for r in range(2)]
     full = logits.clone().requires_grad_(True)
-    aux = routing.load_balancing_loss(routing.route(full, 2))
-    z = routing.router_z_loss(full)
+    aux = load_balancing_loss(routing.route(full, 2))
+    z = router_z_loss(full)
     (aux + z).backward()
     assert (res[0]["aux"] + res[1]["aux"]).item() / 2 == pytest.approx(aux.item(), rel=1e-12)
     assert (res[0]["z"] + res[1]["z"]).item() / 2 == pytest.approx(z.item(), rel=1e-12)
     grad = torch.cat([res[0]["grad"], res[1]["grad"]]) / 2  # DDP: mean over ranks
     assert torch.allclose(grad, full.grad, atol=1e-12)
     # without pooling the mean of the ranks' own losses is not the global loss
-    local = [routing.load_balancing_loss(routing.route(p, 2)).item() for p in (logits[:5], logits[5:])]
+    local = [load_balancing_loss(routing.route(p, 2)).item() for p in (logits[:5], logits[5:])]
     assert abs(sum(local) / 2 - aux.item()) > 1e-6

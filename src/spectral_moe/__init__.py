@@ -1,13 +1,13 @@
 """spectral-moe: spectral mixture-of-experts adapters (FourierMoE, FRAME) for Hugging Face peft."""
 
-from . import _peft_registry
-from .optim import create_optimizer
+from .training.optim import create_optimizer
+from .tuners import peft_registry
 from .tuners.flylora import FlyLoraConfig, FlyLoraLayer, FlyLoraModel
 from .tuners.fouriermoe import FourierMoEConfig, FourierMoELayer, FourierMoEModel
 from .tuners.frame import FrameConfig, FrameLayer, FrameModel, MoELoraConfig
 from .tuners.hmora import HMoRAConfig, HMoRALayer, HMoRAModel
 
-_peft_registry.register_all()
+peft_registry.register_all()
 
 __version__ = "0.1.0"
 

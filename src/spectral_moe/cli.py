@@ -6,6 +6,9 @@ environment variable ``SPECTRAL_MOE_DEBUG=1`` also prints the full traceback beh
 
 ``--set`` takes run options (``lr=1e-3``), method options for every method that has them
 (``adapter.r=4``) and one method's own options (``frame.transform=hermite``).
+
+One cohesive module (over 400 lines): the command line, i.e. its parser, one ``cmd_*`` per command and
+the option checks that turn a bad value into one line; the work itself is in :mod:`spectral_moe.pipeline`.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def _load_config_file(path: str | None) -> dict[str, Any]:
 def _run_config(args: argparse.Namespace, per_method: dict[str, dict[str, Any]] | None = None, **fixed: Any):
     """The run config of the command line. ``METHOD.KEY=V`` sets go into ``per_method`` when it is given
     (compare); otherwise (train) they must name the method trained and join its adapter options."""
-    from .training.run import RunConfig
+    from .training.config import RunConfig
 
     values = _load_config_file(getattr(args, "config", None))
     for key in ("method", "model", "tasks", "steps", "seed", "out", "on_nan"):
@@ -156,7 +159,7 @@ def _check_tasks(spec: str) -> None:
 # commands
 # --------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training.run import train
+    from .pipeline.run import train
 
     cfg = _run_config(args)
     _check_out_dir(cfg.out)
@@ -192,7 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .evaluation.compare import method_adapters, run_compare
+    from .pipeline.compare import method_adapters, run_compare
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -246,23 +249,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .training.run import RunConfig, train
+    from .pipeline.demo import demo_config
+    from .pipeline.run import train
 
-    cfg = RunConfig(
-        method="fouriermoe",
-        model="smollm2-135m",
-        tasks="suite:core",
-        out=args.out,
-        steps=args.steps,
-        seed=0,
-        target_modules=["q_proj", "v_proj"],
-        max_train=200,
-        max_eval=args.max_eval,
-        batch_size=8,
-        max_length=160,
-        logging_steps=10,
-        save_steps=max(args.steps, 1),
-    )
+    cfg = demo_config(out=args.out, steps=args.steps, max_eval=args.max_eval)
     _check_out_dir(cfg.out)
     t0 = time.time()
     metrics = train(cfg, progress=not args.quiet)

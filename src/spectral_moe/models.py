@@ -56,6 +56,9 @@ converted GGUF copies are loaded with ``local_files_only=True``, so they work wi
 
 The cache root is ``$SPECTRAL_MOE_CACHE`` (default ``~/.cache/spectral-moe``), see
 :mod:`spectral_moe.cache`.
+
+One cohesive module (over 400 lines): every way a base model is found and loaded (aliases, the PyPI
+packages, GGUF de-quantisation and its checks), sharing one cache layout.
 """
 
 from __future__ import annotations

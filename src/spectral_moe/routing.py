@@ -74,14 +74,6 @@ def dispatch_fraction(topk_index: torch.Tensor, num_experts: int) -> torch.Tenso
     return counts / counts.sum().clamp_min(1.0)
 
 
-def load_balancing_loss(routing: Routing) -> torch.Tensor:
-    """``L_aux = Z · Σ_z f_z P_z`` (Switch Transformer), differentiable through ``P_z``."""
-    num_experts = routing.probs.shape[-1]
-    f = dispatch_fraction(routing.topk_index, num_experts).to(routing.probs)
-    p_mean = routing.probs.reshape(-1, num_experts).mean(0)
-    return num_experts * (f * p_mean).sum()
-
-
 @dataclass
 class RouterLossStats:
     """Sufficient statistics of one layer's router for ``L_aux`` and ``L_z`` (module docstring)."""
@@ -158,12 +150,6 @@ def router_losses_from_stats(
     aux = num_experts * (f * prob_sum).sum(-1) * world / t_g
     z = lse_sq * world / t_g
     return aux, z
-
-
-def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
-    """``mean_t (logsumexp_z ℓ_{t,z})²`` (ST-MoE router z-loss)."""
-    work = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    return torch.logsumexp(logits.to(work), dim=-1).square().mean()
 
 
 def router_statistics(routing: Routing) -> dict[str, torch.Tensor]:

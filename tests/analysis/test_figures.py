@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from spectral_moe.analysis.figures import hidden_state_spectra, plot_hidden_spectra
+from spectral_moe.data.features import causal_lm_features
 from spectral_moe.data.types import Example
-from spectral_moe.training.run import causal_lm_features
 from tests.helpers import tiny_llama, tiny_tokenizer
 
 

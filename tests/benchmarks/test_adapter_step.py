@@ -2,6 +2,7 @@
 
 import torch
 
+from spectral_moe.spectral import cost_model
 from tests.benchmarks._load import load
 
 adapter_step = load("adapter_step")
@@ -76,8 +77,9 @@ def test_calibration_fits_nonnegative_constants():
         ["--calibrate", "--shapes", "32x32", "--tokens", "8,32", "--repeats", "1", "--warmup", "0"],
         log=lambda *_: None,
     )
-    constants = [line.split(" = ") for line in report.splitlines() if "_COST" in line or "OVERHEAD" in line]
-    assert len(constants) == 8 and all(float(v) >= 0 for _, v in constants)
+    constants = [line.split(" = ") for line in report.splitlines() if line.startswith("FITTED_SECONDS[")]
+    assert len(constants) == sum(map(len, cost_model.FITTED_SECONDS.values())) == 7
+    assert all(float(v) >= 0 for _, v in constants)
     assert (
         len(_rows(report, "| 32x32 |")) == 2
     )  # n = 64, 250, 1000 all capped to the band size 63; 2 token counts

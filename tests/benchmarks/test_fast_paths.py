@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from spectral_moe import FourierMoEConfig, FrameConfig
-from spectral_moe.spectral import bands, fourier
+from spectral_moe.spectral import bands, cost_model, fourier
 from spectral_moe.tuners.fouriermoe import FourierMoELinear
 from spectral_moe.tuners.frame import FrameLinear
+from tests.oracles import hermitian_spectrum
 
 
 def _routed_gates(logits, top_k):
@@ -45,7 +46,7 @@ def test_dense_delta_by_irfft2_equals_ifft2_of_the_full_spectrum():
     for d_out, d_in in [(8, 8), (7, 9), (10, 5)]:
         rows, cols = bands.sample_positions(d_out, d_in, 3, 4, "uniform", 2)
         cr, ci = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
-        full = torch.fft.ifft2(fourier.hermitian_spectrum(cr, ci, rows, cols, d_out, d_in)).real * 2.0
+        full = torch.fft.ifft2(hermitian_spectrum(cr, ci, rows, cols, d_out, d_in)).real * 2.0
         torch.testing.assert_close(
             fourier.dense_delta_weight(cr, ci, rows, cols, d_out, d_in, 2.0), full, atol=1e-14, rtol=0
         )
@@ -62,9 +63,10 @@ def test_fft_plan_is_built_once_per_adapter():
 
 
 def test_cost_model_counts_only_the_routed_experts():
-    all_fft, dense = fourier.path_work(1024, 576, 576, 8, 250)
-    routed_fft, dense2 = fourier.path_work(1024, 576, 576, 8, 250, top_k=2)
-    assert routed_fft[2] * 4 == all_fft[2] and dense == dense2
+    all_experts = cost_model.path_work(1024, 576, 576, 8, 250)
+    routed = cost_model.path_work(1024, 576, 576, 8, 250, top_k=2)
+    assert routed["fft"]["per_token_coef"] * 4 == all_experts["fft"]["per_token_coef"]
+    assert routed["dense"] == all_experts["dense"]
 
 
 def test_frame_caches_transformed_factors_without_autograd_only():

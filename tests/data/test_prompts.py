@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from spectral_moe.data import parse_bigbench_task
+from spectral_moe.data.features import causal_lm_features, seq_cls_features
 from spectral_moe.data.prompts import (
     build_prompt,
     encode_pair,
@@ -15,7 +16,6 @@ from spectral_moe.data.prompts import (
 )
 from spectral_moe.data.types import Example
 from spectral_moe.evaluation.scoring import fit_pairs
-from spectral_moe.training.run import causal_lm_features, seq_cls_features
 from tests.helpers import tiny_tokenizer
 
 INSTRUCTION = "Answer the question about the story."

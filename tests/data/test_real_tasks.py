@@ -7,7 +7,11 @@ once (~5-7 s); later runs read the extracted task files (< 1 s).
 
 from __future__ import annotations
 
+import pytest
+
 from spectral_moe.data import load_task, load_tasks, mix_tasks
+
+pytestmark = pytest.mark.real  # downloads or reads the real package cache (skip with -m "not real")
 
 
 def test_two_real_bigbench_tasks():

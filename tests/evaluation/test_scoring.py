@@ -2,6 +2,7 @@ import math
 
 import torch
 
+from spectral_moe.data.features import causal_lm_features
 from spectral_moe.data.types import Example
 from spectral_moe.evaluation.scoring import (
     continuation_logprobs,
@@ -9,7 +10,6 @@ from spectral_moe.evaluation.scoring import (
     first_number,
     score_multiple_choice,
 )
-from spectral_moe.training.run import causal_lm_features
 from tests.helpers import tiny_llama, tiny_tokenizer
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from spectral_moe.spectral import bands, fourier
+from tests.oracles import hermitian_spectrum
 
 SHAPES = [(8, 8), (12, 12), (9, 9), (7, 5), (6, 9), (16, 10), (10, 16)]
 
@@ -74,7 +75,7 @@ def test_fft_equals_dense_fp32(shape, layout):
 def test_spectrum_is_hermitian_and_idft_is_real(shape):
     d_out, d_in = shape
     rows, cols, cr, ci, _, _ = _setup(shape, "radial", torch.float64)
-    spec = fourier.hermitian_spectrum(cr, ci, rows, cols, d_out, d_in)
+    spec = hermitian_spectrum(cr, ci, rows, cols, d_out, d_in)
     mirrored = torch.roll(torch.flip(spec, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))  # F[−u, −v]
     assert torch.allclose(mirrored, spec.conj(), atol=0, rtol=0)
     assert torch.fft.ifft2(spec).imag.abs().max().item() < 1e-12
@@ -131,10 +132,3 @@ def test_log_band_energies_matches_manual():
     power = torch.fft.rfft(x).abs() ** 2 / 10  # 6 bins → bands [0,2), [2,4), [4,6)
     manual = torch.stack([power[:, 0:2].sum(-1), power[:, 2:4].sum(-1), power[:, 4:6].sum(-1)], -1)
     assert torch.allclose(e, torch.log(manual + 1e-6))
-
-
-def test_cost_model_prefers_fft_for_big_layers_and_dense_for_tiny_ones():
-    # the sides measured by benchmarks/fft_vs_dense.py (results/perf.md)
-    assert fourier.fft_is_cheaper(4096, 4096, 4096, 8, 1000)
-    assert fourier.fft_is_cheaper(16, 576, 576, 8, 250)
-    assert not fourier.fft_is_cheaper(256, 64, 64, 8, 250)

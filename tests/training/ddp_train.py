@@ -1,4 +1,4 @@
-"""Worker for test_ddp.py: one training run through ``spectral_moe.training.run.train``, launched either
+"""Worker for test_ddp.py: one training run through ``spectral_moe.pipeline.train``, launched either
 as a plain process or by ``torchrun --nproc_per_node 2`` (gloo). Saves each rank's gradients of every
 trainable parameter at every optimizer step (after DDP's all-reduce) and the final parameters.
 
@@ -11,7 +11,7 @@ import sys
 import torch
 from transformers import TrainerCallback
 
-from spectral_moe.training.run import RunConfig, train
+from spectral_moe.pipeline.run import RunConfig, train
 
 STEPS = 3
 

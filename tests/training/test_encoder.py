@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from spectral_moe.cli import main
 
 
+@pytest.mark.real  # downloads or reads the real package cache (skip with -m "not real")
 def test_minilm_trains_a_classifier_on_a_real_task(tmp_path, capsys):
     out = tmp_path / "enc"
     rc = main(
@@ -46,8 +49,9 @@ def test_minilm_trains_a_classifier_on_a_real_task(tmp_path, capsys):
     assert again["tasks"]["bigbench:strategyqa"]["acc"] == task["acc"]
 
 
+@pytest.mark.real  # downloads or reads the real package cache (skip with -m "not real")
 def test_multitask_encoder_has_one_head_per_task(tmp_path):
-    from spectral_moe.training.run import RunConfig, train
+    from spectral_moe.pipeline.run import RunConfig, train
 
     out = tmp_path / "mt"
     cfg = RunConfig(
@@ -67,14 +71,15 @@ def test_multitask_encoder_has_one_head_per_task(tmp_path):
     assert heads == {"bigbench:strategyqa": [0, 2], "bigbench:multiemo/hotels_text_en": [2, 4]}
     assert set(metrics["tuned"]["tasks"]) == set(heads)
     classifier = 384 * 6 + 6  # one shared classifier whose output blocks are the per-task heads
-    lora = 6 * 2 * (2 * 2 * (384 + 384) + 384 * 2)  # 6 layers × (query, value) × (2 experts rank 2 + router)
+    # 6 layers × (query, value) × (2 experts rank 2 + router weight and logit bias: FRAME's router_bias default)
+    lora = 6 * 2 * (2 * 2 * (384 + 384) + 384 * 2 + 2)
     assert metrics["trainable_params"] == classifier + lora
 
 
 def test_head_mask_restricts_each_example_to_its_task():
     import torch
 
-    from spectral_moe.training.run import head_mask
+    from spectral_moe.data.features import head_mask
 
     mask = head_mask(torch.tensor([[0, 2], [2, 4]]), 6)
     assert mask.tolist() == [[True, True, False, False, False, False], [False, False, True, True, True, True]]

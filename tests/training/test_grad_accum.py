@@ -6,7 +6,7 @@ from transformers import TrainingArguments
 
 import spectral_moe  # noqa: F401
 from spectral_moe import FourierMoEConfig
-from spectral_moe.training.run import SpectralTrainer
+from spectral_moe.training.trainer import SpectralTrainer
 from tests.helpers import ToyLM, tiny_llama
 
 
@@ -35,7 +35,7 @@ def test_aux_loss_is_divided_by_the_accumulation_steps(tmp_path):
 
 def _one_step_update(model, rows, batch_size, grad_accum, tmp_path):
     """Parameter change of one optimizer step (SGD, lr 1: minus the accumulated gradient) of Trainer."""
-    from spectral_moe.training.run import ListDataset, PadCollator
+    from spectral_moe.data.features import ListDataset, PadCollator
 
     args = TrainingArguments(
         output_dir=str(tmp_path / f"ga{grad_accum}"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from spectral_moe.training.run import _last_checkpoint
+from spectral_moe.training.trainer import last_checkpoint
 from tests.helpers import save_tiny_llama, write_jsonl_task
 
 CRASHER = Path(__file__).with_name("crash_on_save.py")
@@ -88,7 +88,7 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path):
     assert proc.returncode == 137, proc.stderr[-2000:]
     ckpts = crashed / "checkpoints"
     assert (ckpts / "checkpoint-6").is_dir()  # the half-written one
-    assert _last_checkpoint(ckpts) == str(ckpts / "checkpoint-4")
+    assert last_checkpoint(ckpts) == str(ckpts / "checkpoint-4")
     with pytest.raises(Exception):  # noqa: B017  (safetensors' own error for a truncated file)
         load_file(ckpts / "checkpoint-6" / "adapter_model.safetensors")
     from peft import PeftModel

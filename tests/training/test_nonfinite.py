@@ -7,7 +7,7 @@ from transformers import TrainingArguments
 
 import spectral_moe  # noqa: F401
 from spectral_moe import FourierMoEConfig, create_optimizer
-from spectral_moe.training.run import NonFiniteLossError, SpectralTrainer
+from spectral_moe.training.trainer import NonFiniteLossError, SpectralTrainer
 from tests.helpers import ToyLM, tiny_llama
 
 

@@ -5,7 +5,11 @@ Downloads into the cache on the first run (about 450 MB); later runs read the ca
 
 import json
 
-from spectral_moe.training.run import RunConfig, train
+import pytest
+
+from spectral_moe.pipeline.run import RunConfig, train
+
+pytestmark = pytest.mark.real  # downloads or reads the real package cache (skip with -m "not real")
 
 
 def test_smollm2_on_two_real_bigbench_tasks(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from spectral_moe.training.run import router_scalars, router_snapshot
+from spectral_moe.training.trainer import router_scalars, router_snapshot
 from spectral_moe.tuners.flylora import FlyLoraConfig
 from spectral_moe.tuners.hmora import HMoRAConfig
 from tests.helpers import VOCAB, tiny_llama

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from spectral_moe.training.run import RunConfig, train
+from spectral_moe.pipeline.run import RunConfig, train
 from tests.helpers import save_tiny_llama
 
 

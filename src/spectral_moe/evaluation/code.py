@@ -47,6 +47,9 @@ Where the kernel lacks a layer (old kernel, unprivileged user namespaces disable
 program still runs with the others; a warning names what is missing (:func:`warnings.warn`, once per
 message, and :attr:`ExecutionResult.warnings`). The optional layers can be chosen with ``layers=`` (all of
 :data:`LAYERS` by default), which the tests use to show that each layer holds on its own.
+
+One cohesive module (over 400 lines): the sandbox (the child's resource limits, isolation probe and the
+runner) must be read as one piece to judge what it contains.
 """
 
 from __future__ import annotations

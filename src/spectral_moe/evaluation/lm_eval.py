@@ -59,9 +59,9 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from .. import _peft_registry
+from ..tuners import peft_registry
 
-_peft_registry.register_all()  # before any PeftModel.from_pretrained of ours
+peft_registry.register_all()  # before any PeftModel.from_pretrained of ours
 
 MODEL_NAME = "spectral-moe"
 

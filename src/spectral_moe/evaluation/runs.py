@@ -6,33 +6,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..data.features import head_layout, num_labels_for
+from .tasks import evaluate_tasks
 
-def head_layout(task_data) -> dict[str, tuple[int, int]]:
-    """Encoder heads: ``{task: (offset, size)}``, one block of classifier outputs per task.
-
-    The shared classifier has ``Σ_t size_t`` outputs; task ``t`` owns outputs
-    ``[offset_t, offset_t + size_t)`` (``size_t`` = its most choices), so each task has its own head
-    on the shared encoder and a single task is the plain classifier.
-    """
-    layout, offset = {}, 0
-    for task in task_data:
-        size = max((len(ex.choices) for ex in (*task.train, *task.validation, *task.test)), default=2)
-        layout[task.name] = (offset, size)
-        offset += size
-    return layout
-
-
-def num_labels_for(task_data) -> int:
-    """Classifier outputs of an encoder run: the sum of the per-task head sizes."""
-    return sum(size for _, size in head_layout(task_data).values())
+__all__ = ["evaluate_run", "head_layout", "load_run_model", "num_labels_for"]
 
 
 def load_run_model(run_dir: str | Path, num_labels: int | None = None):
     """``(peft_model, tokenizer, run_config_dict)`` of a run directory, in eval mode."""
     from peft import PeftModel
 
-    from .. import _peft_registry  # noqa: F401  (spectral-moe methods registered before peft loads)
     from ..models import load_model
+    from ..tuners import peft_registry
+
+    peft_registry.register_all()  # spectral-moe's methods known to peft before it loads the adapter
 
     run_dir = Path(run_dir)
     cfg = json.loads((run_dir / "run_config.json").read_text())
@@ -62,7 +49,6 @@ def evaluate_run(
     """
     from ..data import load_tasks
     from ..models import load_model
-    from ..training.run import evaluate_tasks
 
     max_train = None
     if run_dir is not None:

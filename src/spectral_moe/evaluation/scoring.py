@@ -1,5 +1,9 @@
 """Evaluation: multiple-choice log-likelihood scoring and exact match of generated answers.
 
+This module dispatches per task (:func:`evaluate_task`) and holds generation and exact match; the
+log-likelihood scoring itself is :mod:`spectral_moe.evaluation.likelihood`, MATH answer normalisation
+:mod:`spectral_moe.evaluation.math_answers`, the code sandbox :mod:`spectral_moe.evaluation.code`.
+
 Multiple choice (the lm-evaluation-harness convention). For context ``c`` and choice ``s``::
 
     ll(s) = Σ_{i ∈ continuation tokens} log p(tok_i | tok_<i)
@@ -48,26 +52,20 @@ mean over subjects (macro), ``acc_micro`` / ``acc_norm_micro`` over examples, an
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from ..data.gsm8k import gsm8k_completion_answer
-from ..data.olmo import last_boxed
 from ..data.prompts import (
-    FittedPrompt,
-    bos_ids,
     build_prompt,
     encode_pair,
-    eos_ids,
-    fit_to_length,
-    split_prompt,
 )
 from ..data.types import Example
 from .code import probe_isolation, require_code_execution, run_programs
+from .likelihood import ChoiceResult, continuation_logprobs, fit_pairs, score_multiple_choice
+from .math_answers import extract_math_answer, math_answers_equal, normalize_math_answer
 
 SOLUTION_MAX_NEW_TOKENS = 256
 SHORT_MAX_NEW_TOKENS = 32
@@ -98,169 +96,6 @@ __all__ = [
     "score_exact_match",
     "score_multiple_choice",
 ]
-
-
-def fit_pairs(
-    tokenizer,
-    pairs: Sequence[tuple[str, str]],
-    max_length: int | None = 1024,
-    passages: Sequence[tuple[int, int] | None] | None = None,
-) -> list[FittedPrompt]:
-    """``BOS + context`` and continuation tokens of each pair, truncated by the data policy.
-
-    Pairs with the same context (and passage span) share one fitted context, sized for their longest
-    continuation plus EOS, as training sizes ``prompt + answer + EOS``: the choices of one question are
-    scored against the same tokens, and against the tokens training saw when the choices have equal
-    lengths.
-    """
-    spans = (
-        [None if s is None else tuple(s) for s in passages] if passages is not None else [None] * len(pairs)
-    )
-    if len(spans) != len(pairs):
-        raise ValueError(f"passages must have one span per pair: {len(spans)} spans, {len(pairs)} pairs")
-    parts = [split_prompt(tokenizer, c, s, span) for (c, s), span in zip(pairs, spans)]
-    longest: dict[tuple, int] = {}
-    for (context, _), span, p in zip(pairs, spans, parts):
-        key = (context, span)
-        longest[key] = max(longest.get(key, 0), len(p.continuation))
-    bos, n_eos = bos_ids(tokenizer), len(eos_ids(tokenizer))
-    return [
-        fit_to_length(p, max_length, bos=bos, reserve=longest[(context, span)] + n_eos)
-        for (context, _), span, p in zip(pairs, spans, parts)
-    ]
-
-
-def _context_forward(model, input_ids: torch.Tensor):
-    """Forward of a shared context for its KV cache and the last position's logits only.
-
-    ``logits_to_keep=1`` skips the vocabulary projection of every earlier position (a fifth of the
-    forward's cost on a 135M model with a 49k vocabulary); models whose forward does not take it
-    (older or custom ones) get the plain call.
-    """
-    try:
-        return model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
-    except TypeError:
-        return model(input_ids=input_ids, use_cache=True)
-
-
-@torch.no_grad()
-def continuation_logprobs(
-    model,
-    tokenizer,
-    pairs: Sequence[tuple[str, str]],
-    batch_size: int = 16,
-    max_length: int | None = 1024,
-    passages: Sequence[tuple[int, int] | None] | None = None,
-) -> list[tuple[float, int]]:
-    """``(Σ log p(continuation | BOS + context), number of continuation tokens)`` for each pair.
-
-    Pairs whose context tokens are equal (the choices of one question) share one forward pass of
-    the context: its KV cache is repeated over the continuations, which run as one batch. Contexts are
-    fitted to ``max_length`` by :func:`fit_pairs` (``passages``: the span of each context that may be
-    truncated, default all of it; BOS is always kept). ``batch_size`` caps the continuations per pass.
-    """
-    return _score_fitted(model, tokenizer, fit_pairs(tokenizer, pairs, max_length, passages), batch_size)
-
-
-@torch.no_grad()
-def _score_fitted(
-    model, tokenizer, fitted: Sequence[FittedPrompt], batch_size: int
-) -> list[tuple[float, int]]:
-    device = next(model.parameters()).device
-    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-    for i, f in enumerate(fitted):
-        groups.setdefault(tuple(f.context), []).append((i, f.continuation))
-    results: list[tuple[float, int]] = [(0.0, 0)] * len(fitted)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for ctx, members in groups.items():
-        out = _context_forward(model, torch.tensor([ctx], device=device))
-        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's 1st token
-        for start in range(0, len(members), batch_size):
-            chunk = members[start : start + batch_size]
-            width = max(len(c) for _, c in chunk)
-            if width == 0:
-                continue
-            cont_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.ones((len(chunk), len(ctx) + width), dtype=torch.long)
-            for row, (_, c) in enumerate(chunk):
-                cont_ids[row, : len(c)] = torch.tensor(c, dtype=torch.long)
-                mask[row, len(ctx) + len(c) :] = 0
-            past = copy.deepcopy(out.past_key_values)
-            past.batch_repeat_interleave(len(chunk))
-            logits = model(
-                input_ids=cont_ids.to(device),
-                attention_mask=mask.to(device),
-                past_key_values=past,
-                use_cache=True,
-            ).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)  # position j predicts continuation token j+1
-            for row, (i, c) in enumerate(chunk):
-                if not c:
-                    continue
-                total = first[c[0]]
-                if len(c) > 1:
-                    nxt = torch.tensor(c[1:], device=logp.device)
-                    total = total + logp[row, torch.arange(len(c) - 1, device=logp.device), nxt].sum()
-                results[i] = (total.item(), len(c))
-    return results
-
-
-@dataclass
-class ChoiceResult:
-    """Scores of one multiple-choice example."""
-
-    loglik: list[float]
-    label: int
-
-    @property
-    def pred(self) -> int:
-        return max(range(len(self.loglik)), key=lambda i: self.loglik[i])
-
-    def pred_norm(self, choices: Sequence[str]) -> int:
-        norm = [ll / max(len(c.encode("utf-8")), 1) for ll, c in zip(self.loglik, choices)]
-        return max(range(len(norm)), key=lambda i: norm[i])
-
-
-def score_multiple_choice(
-    model, tokenizer, examples: Sequence[Example], batch_size: int = 16, max_length: int | None = 1024
-) -> tuple[dict[str, float], list[ChoiceResult]]:
-    """``{"acc", "acc_norm", "n", "truncated"}`` over ``examples`` and the per-example log-likelihoods."""
-    pairs = [(ex.input, choice) for ex in examples for choice in ex.choices]
-    spans = [ex.passage_span for ex in examples for _ in ex.choices]
-    fitted = fit_pairs(tokenizer, pairs, max_length, spans)
-    scores = _score_fitted(model, tokenizer, fitted, batch_size)
-    out, k, truncated = [], 0, 0
-    for ex in examples:
-        n = len(ex.choices)
-        out.append(ChoiceResult([s for s, _ in scores[k : k + n]], ex.label))
-        truncated += any(f.truncated for f in fitted[k : k + n])
-        k += n
-    hit = [float(r.pred == r.label) for r in out]
-    hit_norm = [float(r.pred_norm(ex.choices) == r.label) for r, ex in zip(out, examples)]
-    total = max(len(examples), 1)
-    metrics = {"acc": sum(hit) / total, "acc_norm": sum(hit_norm) / total, "n": len(examples)}
-    if examples and all("subject" in ex.meta for ex in examples):
-        metrics.update(_subject_macro(examples, hit, hit_norm))
-    return {**metrics, "truncated": truncated / total}, out
-
-
-def _subject_macro(examples: Sequence[Example], hit: list[float], hit_norm: list[float]) -> dict:
-    """``acc = (1/S) Σ_s mean_{i ∈ s} hit_i`` over the S subjects (MMLU), the micro means and per subject."""
-    per: dict[str, list[tuple[float, float]]] = {}
-    for ex, h, hn in zip(examples, hit, hit_norm):
-        per.setdefault(str(ex.meta["subject"]), []).append((h, hn))
-    subjects = {
-        s: {"acc": sum(h for h, _ in v) / len(v), "acc_norm": sum(hn for _, hn in v) / len(v), "n": len(v)}
-        for s, v in sorted(per.items())
-    }
-    return {
-        "acc": sum(m["acc"] for m in subjects.values()) / len(subjects),
-        "acc_norm": sum(m["acc_norm"] for m in subjects.values()) / len(subjects),
-        "acc_micro": sum(hit) / len(hit),
-        "acc_norm_micro": sum(hit_norm) / len(hit_norm),
-        "n_subjects": len(subjects),
-        "subjects": subjects,
-    }
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -367,103 +202,6 @@ def completion_answer(example: Example, text: str) -> str | None:
     if style == "math_final":
         return extract_math_answer(text)
     return gsm8k_completion_answer(text) if style == "final_number" else first_number(text)
-
-
-# --------------------------------------------------------------------------- MATH final answers
-
-_FINAL_ANSWER = re.compile(r"final answer is\s*(.+?)(?:\.?\s*I hope it is correct|\.?\s*$)", re.DOTALL)
-_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_TRAILING_ZERO = re.compile(r"(-?\d+)\.0+")
-_INT_FRACTION = re.compile(r"(-?\d+)/(\d+)")
-
-
-def extract_math_answer(text: str) -> str | None:
-    """The final answer written in a MATH solution: the content of its last ``\\boxed{...}``, else
-    Minerva's ``"The final answer is X[. I hope it is correct.]"``, else the last ``$...$``, else the
-    stripped text (lm-eval's hendrycks_math fallback); None for an empty text."""
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed.strip()
-    found = _FINAL_ANSWER.findall(text)
-    if found:
-        return found[-1].strip()
-    dollars = [i for i, c in enumerate(text) if c == "$"]
-    if len(dollars) >= 2:
-        return text[dollars[-2] + 1 : dollars[-1]].strip()
-    return text.strip() or None
-
-
-def _braced_after(s: str, command: str) -> str:
-    """``\\sqrt3 -> \\sqrt{3}``, ``\\frac12 -> \\frac{1}{2}``, ``\\frac1{7} -> \\frac{1}{7}``: brace the
-    single-character arguments of ``command`` (``\\sqrt`` one, ``\\frac`` two)."""
-    pieces = s.split(command)
-    out = pieces[0]
-    n_args = 2 if command == "\\frac" else 1
-    for piece in pieces[1:]:
-        out += command
-        for _ in range(n_args):
-            if not piece or piece[0] == "{":
-                break
-            out += "{" + piece[0] + "}"
-            piece = piece[1:]
-        out += piece
-    return out
-
-
-def normalize_math_answer(text: str) -> str:
-    """A MATH answer in a canonical string form, for exact match.
-
-    Follows Hendrycks et al.'s ``strip_string`` (the ``is_equiv`` of hendrycks/math, also lm-eval's
-    ``hendrycks_math`` utils), step by step: strip surrounding ``$``, unwrap ``\\boxed{..}`` /
-    ``\\fbox{..}``; drop line breaks, ``\\!``, ``\\left``/``\\right``, degrees (``^\\circ``), dollar signs (``\\$`` and math-mode ``$``),
-    units after ``"\\text{ "``, percent signs; ``\\\\ -> \\``, ``tfrac``/``dfrac -> frac``; ``" ." -> " 0."``,
-    a leading ``.`` gets a ``0``; ``"x = 5" -> "5"`` when the left side has at most 2 characters; brace
-    ``\\sqrt3``, ``\\frac12``; remove all spaces; ``0.5 -> \\frac{1}{2}`` and an integer ``a/b ->
-    \\frac{a}{b}``. Added (Minerva's ``normalize_final_answer``, and the issue's rule): thousands
-    separators in a plain number (``1,000 -> 1000``, but ``(1,2)`` is kept) and a trailing ``.0`` of an
-    integer (``5.00 -> 5``). Fractions are otherwise compared as written: ``\\frac{2}{4}`` is not
-    ``\\frac{1}{2}`` and nothing is evaluated numerically.
-    """
-    s = str(text).strip().strip("$").strip()
-    for box in ("\\boxed", "\\fbox"):
-        if s.startswith(box + "{") and s.endswith("}"):
-            inner = last_boxed("\\boxed" + s[len(box) :])
-            if inner is not None and len(inner) == len(s) - len(box) - 2:
-                s = inner.strip()
-    s = s.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
-    s = s.replace("tfrac", "frac").replace("dfrac", "frac")
-    s = s.replace("\\left", "").replace("\\right", "")
-    s = s.replace("^{\\circ}", "").replace("^\\circ", "")
-    s = s.replace("\\$", "").replace("$", "")
-    if "\\text{ " in s:
-        s = s.split("\\text{ ")[0]
-    s = s.replace("\\%", "").replace("%", "")
-    s = s.replace(" .", " 0.").replace("{.", "{0.")
-    if s.startswith("."):
-        s = "0" + s
-    if s.count("=") == 1 and len(s.split("=")[0].strip()) <= 2:
-        s = s.split("=")[1]
-    s = _braced_after(s, "\\sqrt")
-    s = s.replace(" ", "")
-    s = _braced_after(s, "\\frac")
-    if _THOUSANDS.fullmatch(s):
-        s = s.replace(",", "")
-    m = _TRAILING_ZERO.fullmatch(s)
-    if m:
-        s = m.group(1)
-    if s == "0.5":
-        s = "\\frac{1}{2}"
-    m = _INT_FRACTION.fullmatch(s)
-    if m:
-        s = "\\frac{" + m.group(1) + "}{" + m.group(2) + "}"
-    return s
-
-
-def math_answers_equal(predicted: str | None, reference: str | None) -> bool:
-    """Exact match of :func:`normalize_math_answer` of both (False if either is None)."""
-    if predicted is None or reference is None:
-        return False
-    return normalize_math_answer(predicted) == normalize_math_answer(reference)
 
 
 def score_exact_match(

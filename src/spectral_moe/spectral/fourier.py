@@ -45,12 +45,13 @@ FFT. When ``top_k`` is given only the experts a token is routed to are visited (
 of ``T·Z·n`` terms, indexed per (token, slot) pair).
 ``_SpectralMix`` carries the exact hand-written backward and saves only ``x``, the gates and ``c''``
 (never a ``[T, Z·n]`` tensor; ``R`` is recomputed). Cost per token ``O(N log N + M log M + k·n)``.
-FFTs run in float32 for half-precision inputs (torch has no bf16 FFT).
+FFTs run in float32 for half-precision inputs (torch has no bf16 FFT). Which of the two paths
+(``apply_fft`` or ``apply_dense`` of ``dense_delta_weight``) is faster is predicted by
+``spectral.cost_model``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -71,24 +72,6 @@ def complex_coefficients(coef_real: torch.Tensor, coef_imag: torch.Tensor | None
     if coef_imag is None:
         coef_imag = torch.zeros_like(coef_real)
     return torch.complex(coef_real, coef_imag)
-
-
-def hermitian_spectrum(
-    coef_real: torch.Tensor,
-    coef_imag: torch.Tensor | None,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    d_out: int,
-    d_in: int,
-) -> torch.Tensor:
-    """Dense Hermitian spectra ``F_z`` (module docstring), complex ``[Z, d_out, d_in]``."""
-    c = complex_coefficients(coef_real, coef_imag)
-    num_experts = c.shape[0]
-    flat = rows * d_in + cols
-    mirror = ((-rows) % d_out) * d_in + (-cols) % d_in
-    spec = torch.zeros(num_experts, d_out * d_in, dtype=c.dtype, device=c.device)
-    spec = spec.scatter_add(1, flat, 0.5 * c).scatter_add(1, mirror, 0.5 * c.conj())
-    return spec.view(num_experts, d_out, d_in)
 
 
 def half_hermitian_spectrum(
@@ -209,6 +192,12 @@ def fft_plan(rows: torch.Tensor, cols: torch.Tensor, d_out: int, d_in: int) -> F
 # this; measured by benchmarks/adapter_step.py (results/perf.md): at k/Z = 1/4 and 1/2 the routed
 # gather was 1.5-6x faster than visiting every expert, per-pair index tensors included.
 ROUTED_MAX_SHARE = 0.5
+
+
+def uses_routed_gather(top_k: int | None, num_experts: int) -> bool:
+    """Whether ``apply_fft`` visits only each token's ``top_k`` experts: ``top_k < Z`` and
+    ``top_k/Z ≤ ROUTED_MAX_SHARE`` (``top_k=None``: arbitrary gates, every expert visited)."""
+    return top_k is not None and top_k < num_experts and top_k / num_experts <= ROUTED_MAX_SHARE
 
 
 def real_edge_bins_(half: torch.Tensor, n: int) -> torch.Tensor:
@@ -384,7 +373,7 @@ def apply_fft(
     c = complex_coefficients(coef_real.to(dtype), None if coef_imag is None else coef_imag.to(dtype))
     c = torch.where(plan.conj_coef, c.conj(), c) * (plan.real_vectors(dtype)[0] * (scaling / d_in))  # c''
     experts = None
-    if top_k is not None and top_k < num_experts and top_k / num_experts <= ROUTED_MAX_SHARE:
+    if uses_routed_gather(top_k, num_experts):
         experts = g.detach().topk(top_k, dim=-1).indices
         g = g.gather(1, experts)
     y = _SpectralMix.apply(xt, c, g, experts, spec, plan)  # [T, M]
@@ -421,74 +410,3 @@ def log_band_energies(
     energies = torch.zeros(*power.shape[:-1], num_bands, dtype=dtype, device=x.device)
     energies = energies.index_add(-1, band_id, power)
     return torch.log(energies + eps)
-
-
-# Cost model of forward_mode="auto": seconds per unit of work, forward + backward, CPU float32 (1 torch
-# thread), fitted by `python benchmarks/adapter_step.py --calibrate --threads 1` (results/perf.md:
-# non-negative least squares on relative error over 72 measured configurations, 64x64 to 2048x2048,
-# 16 to 1024 tokens, n = 64 to 1000). Only their ratios matter for the choice.
-FFT_PATH_OVERHEAD = 8.3e-4  # per call: the FFT path's few dozen small ops (plan, routing gather, casts)
-FFT_COST_PER_POINT_LOG = 5.9e-10  # per token per point·log₂(point) of the rfft/irfft of x, y and grads
-GATHER_COST_PER_COEF = 1.7e-8  # per token per visited coefficient: gather, multiply, scatter and adjoints
-FFT_COST_PER_POINT = 7.9e-10  # per token per input/output feature: zero fills, doubling, casts
-DENSE_PATH_OVERHEAD = 3.6e-4  # per call
-DENSE_FFT_COST_PER_POINT_LOG = 6.3e-10  # per ΔW entry·log₂(M·N): the irfft2 of every expert and its adjoint
-DENSE_COST_PER_ENTRY = 0.0  # per ΔW entry beyond the FFT (fitted as zero: absorbed by the term above)
-MATMUL_COST_PER_MAC = 8.0e-11  # per multiply-add of the dense matmuls (forward, grad of x, grad of ΔW)
-
-
-def path_work(
-    tokens: int, d_out: int, d_in: int, num_experts: int, n_frequency: int, top_k: int | None = None
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Work counts of the FFT and dense paths, matched term by term with the cost constants.
-
-    FFT: ``(1, T·(N log₂N + M log₂M), T·k·n, T·(N+M))`` with ``k`` the experts visited per token
-    (``top_k`` when the routed gather pays, ``ROUTED_MAX_SHARE``; else ``Z``).
-    Dense: ``(1, Z·M·N·log₂(M·N), Z·M·N, T·Z·M·N)``.
-    """
-    log2 = math.log2
-    routed = top_k is not None and top_k < num_experts and top_k / num_experts <= ROUTED_MAX_SHARE
-    visited = top_k if routed else num_experts
-    entries = num_experts * d_out * d_in
-    fft = (
-        1.0,
-        tokens * (d_in * log2(max(d_in, 2)) + d_out * log2(max(d_out, 2))),
-        tokens * visited * n_frequency,
-        tokens * (d_in + d_out),
-    )
-    dense = (1.0, entries * log2(max(d_out * d_in, 2)), entries, tokens * entries)
-    return fft, dense
-
-
-FFT_PATH_COSTS = (FFT_PATH_OVERHEAD, FFT_COST_PER_POINT_LOG, GATHER_COST_PER_COEF, FFT_COST_PER_POINT)
-DENSE_PATH_COSTS = (
-    DENSE_PATH_OVERHEAD,
-    DENSE_FFT_COST_PER_POINT_LOG,
-    DENSE_COST_PER_ENTRY,
-    MATMUL_COST_PER_MAC,
-)
-
-
-def predicted_seconds(
-    tokens: int, d_out: int, d_in: int, num_experts: int, n_frequency: int, top_k: int | None = None
-) -> tuple[float, float]:
-    """Cost-model seconds (forward + backward) of the FFT and the dense path."""
-    fft, dense = path_work(tokens, d_out, d_in, num_experts, n_frequency, top_k)
-    return (
-        sum(w * c for w, c in zip(fft, FFT_PATH_COSTS)),
-        sum(w * c for w, c in zip(dense, DENSE_PATH_COSTS)),
-    )
-
-
-def fft_is_cheaper(
-    tokens: int, d_out: int, d_in: int, num_experts: int, n_frequency: int, top_k: int | None = None
-) -> bool:
-    """Cost model of ``forward_mode="auto"``: True when the FFT path is expected to be faster.
-
-    ``cost = Σ_i work_i · c_i`` per path (``path_work`` and the constants above)::
-
-        FFT   ≈ c₀ + T·(N log₂N + M log₂M)·c_fft + T·k·n·c_gather + T·(N+M)·c_point
-        dense ≈ d₀ + Z·M·N·log₂(MN)·d_fft + Z·M·N·d_entry + T·Z·M·N·c_mac
-    """
-    fft, dense = predicted_seconds(tokens, d_out, d_in, num_experts, n_frequency, top_k)
-    return fft < dense

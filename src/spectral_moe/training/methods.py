@@ -8,7 +8,7 @@ itself. Every method adapts the same ``target_modules``; per-method options over
 
 HMoRA initialises its task token from the input embedding of ``"?"``, so its config needs the tokenizer:
 :func:`tokenizer_options` adds ``task_token_id`` (:func:`task_token_id`) unless it was given. ``train``
-and the run-reuse check (``evaluation.compare.resolved_adapter_config``) both go through it, so the
+and the run-reuse check (``pipeline.reuse.resolved_adapter_config``) both go through it, so the
 config a run saves is the one the check rebuilds.
 """
 
@@ -41,7 +41,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "fourierft": {"n_frequency": 1000, "scaling": 150.0, "init_weights": True},
 }
 
-# Learning rates per parameter role (see spectral_moe.optim): spectra, like FourierFT's, want a far
+# Learning rates per parameter role (see spectral_moe.training.optim): spectra, like FourierFT's, want a far
 # larger step than LoRA factors.
 # FlyLoRA's and HMoRA's are their authors' (3e-4 in run_mmlu.sh, 5e-5 in run_train.sh).
 DEFAULT_LR = {

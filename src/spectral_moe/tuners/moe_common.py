@@ -12,6 +12,9 @@ model is cast to a half-precision dtype (``.to(torch.bfloat16)``, ``.half()``, `
 device moves and float64 casts apply as usual. Adapters added to a half-precision base are float32
 through peft's ``autocast_adapter_dtype=True`` (its default; ``False`` keeps peft's contract that they
 take the base dtype). The router runs in float32 (autocast off) when its weights are float32.
+
+One cohesive module (over 400 lines): the routed-layer and routed-tuner mixins share the router state,
+its float32 casting and the aux-loss bookkeeping, and are read together.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class FlyLoraConfig(PeftConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from ..._peft_registry import peft_type
+        from ..peft_registry import peft_type
 
         self.peft_type = peft_type("flylora")
         if isinstance(self.target_modules, (list, tuple)):

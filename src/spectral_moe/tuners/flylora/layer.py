@@ -65,6 +65,8 @@ class FlyLoraLayer(BaseTunerLayer):
     """
 
     adapter_layer_names = ("flylora_B",)
+    # no parameter with its own optimizer role: B takes the default (spectral_moe.training.optim)
+    parameter_roles: dict[str, str] = {}
     other_param_names = (
         "flylora_A",
         "flylora_bias_steps",

@@ -50,7 +50,7 @@ class FourierMoEConfig(RoutedAdapterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from ..._peft_registry import peft_type
+        from ..peft_registry import peft_type
 
         self.peft_type = peft_type("fouriermoe")
         check_int("n_frequency", self.n_frequency, 1)

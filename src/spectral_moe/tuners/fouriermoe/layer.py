@@ -8,7 +8,7 @@ For an input ``x [..., d_in]`` and each active adapter::
 
 ``forward_mode="fft"`` computes the sum by 1-D FFTs of the token (no dense ΔW);
 ``"dense"`` builds every ``ΔW_z`` and multiplies; ``"auto"`` picks per call by the cost model in
-``spectral.fourier.fft_is_cheaper``. Both paths are the same function (tested to 1e-10 in fp64).
+``spectral.cost_model.fft_is_cheaper``. Both paths are the same function (tested to 1e-10 in fp64).
 
 Coefficients and router stay float32 when the model is cast to bf16/fp16 (``float32_adapter_attrs``);
 both paths compute in float32 (FFTs have no half-precision kernel) and the routed forward casts the
@@ -25,7 +25,8 @@ from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
 from ...spectral import bands
-from ...spectral.fourier import FftPlan, apply_dense, apply_fft, dense_delta_weight, fft_is_cheaper, fft_plan
+from ...spectral.cost_model import fft_is_cheaper
+from ...spectral.fourier import FftPlan, apply_dense, apply_fft, dense_delta_weight, fft_plan
 from ..moe_common import RoutedLayerMixin, linear_features
 from .config import FourierMoEConfig
 
@@ -41,6 +42,12 @@ class FourierMoELayer(RoutedLayerMixin):
     """
 
     adapter_layer_names = ("fouriermoe_spectrum_real", "fouriermoe_spectrum_imag", "fouriermoe_router")
+    # the optimizer role of each adapter attribute's parameters (spectral_moe.training.optim; PARAMETER_ROLES)
+    parameter_roles = {
+        "fouriermoe_spectrum_real": "spectrum",
+        "fouriermoe_spectrum_imag": "spectrum",
+        "fouriermoe_router": "router",
+    }
     other_param_names = ("fouriermoe_rows", "fouriermoe_cols", "fouriermoe_config")
     router_attr = "fouriermoe_router"
     float32_adapter_attrs = ("fouriermoe_spectrum_real", "fouriermoe_spectrum_imag")
@@ -84,7 +91,10 @@ class FourierMoELayer(RoutedLayerMixin):
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
-    def _coefficients(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def coefficients(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(real, imag)`` coefficients of every expert, each ``[Z, n]`` (``imag`` is ``None`` with
+        ``complex_coefficients=False``): expert ``z``'s ``c_z = real[z] + i·imag[z]`` at its ``n``
+        frequencies (the parameters themselves; detach before plotting)."""
         imag = (
             self.fouriermoe_spectrum_imag[adapter_name]
             if adapter_name in self.fouriermoe_spectrum_imag
@@ -94,7 +104,7 @@ class FourierMoELayer(RoutedLayerMixin):
 
     def delta_weights(self, adapter_name: str) -> torch.Tensor:
         """All experts' dense ``ΔW_z``, ``[Z, out_features, in_features]`` (reference path)."""
-        real, imag = self._coefficients(adapter_name)
+        real, imag = self.coefficients(adapter_name)
         return dense_delta_weight(
             real,
             imag,
@@ -110,7 +120,7 @@ class FourierMoELayer(RoutedLayerMixin):
         num_experts = self.fouriermoe_config[adapter_name].num_experts
         if not 0 <= expert < num_experts:
             raise ValueError(f"expert must be in [0, {num_experts - 1}], got {expert}")
-        real, imag = self._coefficients(adapter_name)
+        real, imag = self.coefficients(adapter_name)
         sl = slice(expert, expert + 1)
         return dense_delta_weight(
             real[sl],
@@ -158,7 +168,7 @@ class FourierMoELayer(RoutedLayerMixin):
 
         ``spectrum`` returns ``rfft(x)`` (computed once per forward and shared with the routers)."""
         mode = self.resolve_forward_mode(adapter_name, x.numel() // self.in_features)
-        real, imag = self._coefficients(adapter_name)
+        real, imag = self.coefficients(adapter_name)
         if mode == "dense":
             return apply_dense(x, self.delta_weights(adapter_name), gates)
         config = self.fouriermoe_config[adapter_name]

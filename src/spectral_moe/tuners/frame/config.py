@@ -56,7 +56,7 @@ class FrameConfig(RoutedAdapterConfig):
             number in ``[0, order_max]`` for every expert.
         order_max: largest allowed ``order_init`` (learned orders are not confined: every real order is
             a valid transform).
-        learn_order: ``True``: learn the orders (own optimizer group, see ``spectral_moe.optim``);
+        learn_order: ``True``: learn the orders (own optimizer group, see ``spectral_moe.training.optim``);
             ``False``: fixed orders; ``None`` (default): ``True`` for ``weighted``, ``False`` for
             ``hermite`` and ``chirp`` (see above).
         router_bias: learnable per-expert bias ``b_r ∈ R^Z`` of the router logits,
@@ -102,7 +102,7 @@ class FrameConfig(RoutedAdapterConfig):
             version = self.format_version
             self.router_bias = not isinstance(version, int) or version >= ROUTER_BIAS_FORMAT
         super().__post_init__()
-        from ..._peft_registry import peft_type
+        from ..peft_registry import peft_type
 
         self.peft_type = peft_type("frame")
         check_int("r", self.r, 1)

@@ -52,6 +52,9 @@ class FrameLayer(RoutedLayerMixin):
     """
 
     adapter_layer_names = ("frame_A", "frame_B", "frame_order", "frame_router")
+    # the optimizer role of each adapter attribute's parameters (spectral_moe.training.optim; PARAMETER_ROLES);
+    # A and B take the default role (weight decay for >= 2-D tensors)
+    parameter_roles = {"frame_order": "orders", "frame_router": "router"}
     other_param_names = ("frame_order_fixed", "frame_config", "frame_dropout")
     router_attr = "frame_router"
     config_attr = "frame_config"

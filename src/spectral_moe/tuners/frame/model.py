@@ -12,7 +12,7 @@ class FrameModel(RoutedTunerMixin):
     """FRAME model: ``get_peft_model(model, FrameConfig(...))`` (or ``MoELoraConfig``) builds one of these.
 
     During training the routers' auxiliary losses are added to ``outputs.loss``. Train the orders
-    with their own optimizer: ``spectral_moe.optim.create_optimizer``.
+    with their own optimizer: ``spectral_moe.training.optim.create_optimizer``.
     """
 
     prefix: str = "frame_"

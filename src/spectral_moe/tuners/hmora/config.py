@@ -85,7 +85,7 @@ class HMoRAConfig(RoutedAdapterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from ..._peft_registry import peft_type
+        from ..peft_registry import peft_type
 
         self.peft_type = peft_type("hmora")
         if self.router_bias is not True:

@@ -195,6 +195,8 @@ class HMoRALayer(BaseTunerLayer):
     """
 
     adapter_layer_names = ("hmora_A", "hmora_B", "hmora_router")
+    # the optimizer role of each adapter attribute's parameters (spectral_moe.training.optim; PARAMETER_ROLES)
+    parameter_roles = {"hmora_router": "router"}
     other_param_names = ("hmora_config", "hmora_dropout", "hmora_layer_index")
     router_attr = "hmora_router"
     config_attr = "hmora_config"

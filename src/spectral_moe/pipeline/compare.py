@@ -1,5 +1,8 @@
 """``spectral-moe compare``: several methods × seeds in one harness, a markdown table and figures.
 
+The tables and figures are in :mod:`spectral_moe.pipeline.report`, run reuse in
+:mod:`spectral_moe.pipeline.reuse`; this module sizes the methods, sweeps learning rates and runs them.
+
 Budgets: with ``budget_params=P`` each method's size option (``n_frequency`` for FourierMoE and
 FourierFT, ``r`` for LoRA, DoRA, MoE-LoRA, FRAME, FlyLoRA and HMoRA) is solved so its trainable parameter
 count, routers included, is as close to ``P`` as the option allows. What is counted is what trains
@@ -26,10 +29,55 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ..models import resolve_model_path
+from ..training.config import target_modules_of
+from ..training.methods import DEFAULT_LR, DEFAULT_SPECTRUM_LR, build_peft_config
+from ..tuners.hmora import HMoRAConfig
+from .report import best_multiplier, macro_score, mean_std, plot_compare, summarize, sweep_table
+from .reuse import (
+    BOOKKEEPING_FIELDS,
+    NAME_SET_FIELDS,
+    PROVENANCE_FILE,
+    adapter_config_difference,
+    data_spec,
+    library_versions,
+    load_tokenizer,
+    resolved_adapter_config,
+    reuse_mismatch,
+    train_or_reuse,
+)
+
+__all__ = [
+    "BOOKKEEPING_FIELDS",
+    "COUNT_NOTES",
+    "NAME_SET_FIELDS",
+    "PROVENANCE_FILE",
+    "SIZE_OPTION",
+    "adapter_config_difference",
+    "adapter_options",
+    "count_trainable",
+    "data_spec",
+    "learning_rates",
+    "library_versions",
+    "load_tokenizer",
+    "macro_score",
+    "mean_std",
+    "method_adapters",
+    "plot_compare",
+    "resolved_adapter_config",
+    "reuse_mismatch",
+    "run_compare",
+    "scale_convention",
+    "solve_budget",
+    "summarize",
+    "sweep_learning_rate",
+    "train_or_reuse",
+]
+
 
 SIZE_OPTION = {
     "fouriermoe": "n_frequency",
@@ -47,21 +95,14 @@ COUNT_NOTES = {
     "hmora": "HMoRA's count includes its routers, mixing logits θ_l and task encoder",
     "dora": "DoRA's count includes its magnitude vectors (d_out per layer)",
 }
+
+
 # adapter_config.json fields that record where and when an adapter was made, not what it is
-BOOKKEEPING_FIELDS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version")
-# adapter_config.json fields that are sets of module names, whatever order the list is saved in
-NAME_SET_FIELDS = ("target_modules", "modules_to_save", "exclude_modules")
-PROVENANCE_FILE = "provenance.json"
-
-
 def count_trainable(model_name: str, method: str, targets: list[str], task_type: str, **adapter: Any) -> int:
     """Trainable parameters of ``method`` on ``model_name`` (built on the meta device)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from ..models import resolve_model_path
-    from ..training.methods import build_peft_config
 
     config = AutoConfig.from_pretrained(resolve_model_path(model_name))
     auto = AutoModelForCausalLM if task_type == "causal_lm" else AutoModelForSequenceClassification
@@ -79,8 +120,6 @@ def count_trainable(model_name: str, method: str, targets: list[str], task_type:
 def _scale_exponent(peft_config) -> float:
     """``e`` in LoRA's ``ΔW = (lora_alpha / r^e) · B A``: 0.5 with ``use_rslora`` and for HMoRA (rsLoRA
     always), else 1."""
-    from ..tuners.hmora import HMoRAConfig
-
     if isinstance(peft_config, HMoRAConfig):
         return 0.5
     return 0.5 if getattr(peft_config, "use_rslora", False) else 1.0
@@ -98,8 +137,6 @@ def scale_convention(method: str, **adapter: Any) -> str:
     LoRA-like: ``α/r=2`` (``ΔW = (lora_alpha / r) · B A``; ``α/√r`` with ``use_rslora`` and HMoRA); Fourier
     methods: ``scaling=150`` (``ΔW = scaling · IDFT2(F)``); ``-`` for a method with neither.
     """
-    from ..training.methods import build_peft_config
-
     resolved = build_peft_config(method, ["q_proj"], **adapter)
     if _is_lora_like(resolved):
         e = _scale_exponent(resolved)
@@ -122,8 +159,6 @@ def solve_budget(
     ``k``), and the solution keeps its ratio ``ρ = k/r``: ``top_k = max(1, round(s · k0 / r0))`` with
     ``k0, r0`` of the options as given (defaults filled in).
     """
-    from ..training.methods import build_peft_config
-
     key = SIZE_OPTION[method]
     probe = {"top_k": 1} if method == "flylora" else {}
     c1 = count_trainable(model_name, method, targets, task_type, **{**adapter, **probe, key: 1})
@@ -141,27 +176,8 @@ def solve_budget(
     return solved
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """``(mean, sample std)`` of ``values``; std 0 for one value, both NaN for none."""
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def _metric_of(task_metrics: dict) -> str:
-    return "acc" if "acc" in task_metrics else "exact_match"
-
-
-def macro_score(summary: dict) -> float:
-    """The headline number of an ``evaluate_tasks`` summary: ``macro_acc``, else ``macro_exact_match``
-    (NaN when it has neither)."""
-    return summary.get("macro_acc", summary.get("macro_exact_match", float("nan")))
-
-
 def adapter_options(method: str) -> frozenset[str]:
     """The option names ``method``'s peft config accepts (the fields of its config dataclass)."""
-    from ..training.methods import build_peft_config
-
     return frozenset(f.name for f in dataclasses.fields(build_peft_config(method, ["q_proj"])))
 
 
@@ -203,8 +219,6 @@ def learning_rates(method: str, base_cfg, multiplier: float) -> dict[str, float]
     is the same sweep for every method. FRAME's order learning rate is its own axis and is not swept:
     every run keeps ``base_cfg.order_lr`` (``None``: the library's default), so it is not in the result.
     """
-    from ..training.methods import DEFAULT_LR, DEFAULT_SPECTRUM_LR
-
     lr = base_cfg.lr if base_cfg.lr is not None else DEFAULT_LR[method]
     out = {"lr": lr * multiplier}
     if method == "fouriermoe":
@@ -213,11 +227,6 @@ def learning_rates(method: str, base_cfg, multiplier: float) -> dict[str, float]
     if base_cfg.router_lr is not None:
         out["router_lr"] = base_cfg.router_lr * multiplier
     return out
-
-
-def _best_multiplier(scores: dict[float, float]) -> float:
-    """The multiplier with the highest score; ties go to the one nearest the default (×1)."""
-    return max(scores, key=lambda m: (scores[m], -abs(m - 1)))
 
 
 def sweep_learning_rate(
@@ -237,7 +246,7 @@ def sweep_learning_rate(
     added = {"low": 0, "high": 0}
     while True:
         grid = sorted(scores)
-        best = _best_multiplier(scores)
+        best = best_multiplier(scores)
         if best == grid[0] and added["low"] < extend:
             side, ratio = "low", (grid[0] / grid[1] if len(grid) > 1 else 0.1)
         elif best == grid[-1] and added["high"] < extend:
@@ -247,170 +256,6 @@ def sweep_learning_rate(
         nxt = float(f"{best * ratio:.6g}")  # 0.3 · 0.3/1 = 0.09, not 0.09000000000000001
         added[side] += 1
         scores[nxt] = score(nxt)
-
-
-# --------------------------------------------------------------------------------------------
-# reusing finished runs
-# --------------------------------------------------------------------------------------------
-def _jsonable(value: Any) -> Any:
-    """``value`` as it reads back from JSON, sets as sorted lists (peft saves sets as lists)."""
-    return json.loads(
-        json.dumps(value, default=lambda v: sorted(v) if isinstance(v, (set, frozenset)) else str(v))
-    )
-
-
-def resolved_adapter_config(cfg) -> dict[str, Any]:
-    """The ``adapter_config.json`` content ``train(cfg)`` would write now, bookkeeping fields left out.
-
-    It is ``build_peft_config(...).to_dict()`` on the run's targets (``modules_to_save`` set for
-    encoders' heads, as ``train`` does), so every library default that reaches the config is in it.
-    Options that come from the tokenizer (HMoRA's ``task_token_id``) are filled in from the run model's
-    tokenizer by :func:`~spectral_moe.training.methods.tokenizer_options`, as ``train`` does.
-    Left out (:data:`BOOKKEEPING_FIELDS`): ``base_model_name_or_path`` and ``revision`` (where the model
-    came from, not what the adapter is), ``inference_mode`` (peft sets it on save) and ``peft_version``.
-    """
-    from ..training.methods import build_peft_config, needs_tokenizer, tokenizer_options
-    from ..training.run import DEFAULT_TARGETS, ENCODER_TARGETS
-
-    targets = cfg.target_modules or (DEFAULT_TARGETS if cfg.task_type == "causal_lm" else ENCODER_TARGETS)
-    adapter = dict(cfg.adapter)
-    if needs_tokenizer(cfg.method, adapter):
-        adapter = tokenizer_options(cfg.method, adapter, load_tokenizer(cfg.model))
-    peft_config = build_peft_config(cfg.method, targets, cfg.task_type, **adapter)
-    if cfg.task_type == "seq_cls":
-        peft_config.modules_to_save = ["classifier", "score"]
-    return {k: v for k, v in peft_config.to_dict().items() if k not in BOOKKEEPING_FIELDS}
-
-
-def load_tokenizer(model_name: str):
-    """The tokenizer of ``model_name`` (an alias, hub id or folder) alone, as ``load_model`` loads it."""
-    from transformers import AutoTokenizer
-
-    from ..models import MODEL_ALIASES, resolve_model_path
-
-    offline = {"local_files_only": True} if model_name.strip().lower() in MODEL_ALIASES else {}
-    return AutoTokenizer.from_pretrained(resolve_model_path(model_name), **offline)
-
-
-def data_spec(cfg) -> dict[str, dict]:
-    """Every task's split record as ``train(cfg)`` would write it to ``splits.json`` now: tasks, split
-    sizes, split salt and fractions, ``max_train``/``max_eval``, what was dropped (the tasks are loaded)."""
-    from ..training.run import load_run_tasks
-
-    return {t.name: _jsonable(t.describe()) for t in load_run_tasks(cfg)}
-
-
-def library_versions() -> dict[str, str]:
-    """``{"spectral_moe": ..., "peft": ..., "transformers": ..., "torch": ...}`` of this process."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from .. import __version__
-
-    out = {"spectral_moe": __version__}
-    for name in ("peft", "transformers", "torch"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:  # pragma: no cover - installed with spectral-moe
-            out[name] = "unknown"
-    return out
-
-
-def _first_difference(saved: dict, now: dict) -> str | None:
-    for key in sorted(set(saved) | set(now)):
-        if key not in now or key not in saved or saved[key] != now[key]:
-            return f"{key}: {saved.get(key, '<absent>')!r} then, {now.get(key, '<absent>')!r} now"
-    return None
-
-
-def adapter_config_difference(cfg, saved: dict[str, Any]) -> str | None:
-    """The first field where a saved ``adapter_config.json`` differs from :func:`resolved_adapter_config`
-    of ``cfg`` (``"key: then, now"``), or ``None``. Bookkeeping fields are not compared; the name lists
-    peft treats as sets (:data:`NAME_SET_FIELDS`: it saves sets in set order and extends
-    ``modules_to_save`` with the classifier's names) are compared as sets."""
-
-    def normal(config: dict[str, Any]) -> dict[str, Any]:
-        config = _jsonable({k: v for k, v in config.items() if k not in BOOKKEEPING_FIELDS})
-        return {
-            k: sorted(set(v)) if k in NAME_SET_FIELDS and isinstance(v, list) else v
-            for k, v in config.items()
-        }
-
-    return _first_difference(normal(saved), normal(resolved_adapter_config(cfg)))
-
-
-def reuse_mismatch(cfg) -> str | None:
-    """``None`` when the finished run in ``cfg.out`` can stand for ``train(cfg)``, else why it cannot.
-
-    A run is reused only when all of these match what ``cfg`` gives now:
-
-    * ``run_config.json`` (every field except ``eval_base``, which only adds the base model's scores;
-      a run asked for them must have them in ``metrics.json``);
-    * the library version, ``spectral_moe`` in ``provenance.json`` (written by :func:`train_or_reuse`;
-      a run without it predates the check and is retrained);
-    * ``adapter/adapter_config.json`` against :func:`resolved_adapter_config`, so a changed library
-      default (``DEFAULTS`` in ``training/methods.py`` or a config class's field default) retrains;
-    * ``splits.json`` against :func:`data_spec`: the same tasks, and for each every field the split
-      record has now (extra fields the run wrote are not compared).
-    """
-    run = Path(cfg.out)
-    files = {
-        name: run / name
-        for name in (
-            "metrics.json",
-            "run_config.json",
-            PROVENANCE_FILE,
-            "adapter/adapter_config.json",
-            "splits.json",
-        )
-    }
-    missing = [name for name, path in files.items() if not path.is_file()]
-    if missing:
-        return f"not finished or from an older harness (no {', '.join(missing)})"
-    previous = json.loads(files["run_config.json"].read_text())
-    wanted = _jsonable(dataclasses.asdict(cfg))
-    diff = _first_difference({**previous, "eval_base": None}, {**wanted, "eval_base": None})
-    if diff:
-        return f"run config differs ({diff})"
-    if cfg.eval_base and "base" not in json.loads(files["metrics.json"].read_text()):
-        return "base model scores asked for, and the run has none"
-    saved_version = json.loads(files[PROVENANCE_FILE].read_text()).get("spectral_moe")
-    if saved_version != library_versions()["spectral_moe"]:
-        return f"library version differs ({saved_version!r} then, {library_versions()['spectral_moe']!r} now)"
-    diff = adapter_config_difference(cfg, json.loads(files["adapter/adapter_config.json"].read_text()))
-    if diff:
-        return f"adapter config differs ({diff})"
-    splits = json.loads(files["splits.json"].read_text())
-    spec = data_spec(cfg)
-    if sorted(splits) != sorted(spec):
-        return f"tasks differ ({sorted(splits)} then, {sorted(spec)} now)"
-    for task, record in spec.items():
-        diff = _first_difference({k: splits[task].get(k, "<absent>") for k in record}, record)
-        if diff:
-            return f"data split of {task} differs ({diff})"
-    return None
-
-
-def train_or_reuse(cfg, log: Callable[[str], None] | None = None) -> dict:
-    """The metrics of ``train(cfg)``: those of the finished run in ``cfg.out`` when
-    :func:`reuse_mismatch` finds nothing changed (so an interrupted compare resumes), else a new run.
-
-    After training it writes ``provenance.json`` (library versions) next to ``metrics.json``.
-    ``eval_base`` only adds the base model's scores, so which method of a compare scores the base model
-    does not decide whether its runs are reused. ``log`` gets one line saying why a run that exists is
-    retrained.
-    """
-    from ..cache import atomic_write_json
-    from ..training.run import train
-
-    reason = reuse_mismatch(cfg)
-    if reason is None:
-        return json.loads((Path(cfg.out) / "metrics.json").read_text())
-    if log is not None and (Path(cfg.out) / "metrics.json").is_file():
-        log(f"retraining {cfg.out}: {reason}")
-    metrics = train(cfg, progress=False)
-    if "rank" not in metrics:  # rank 0 of a multi-process run writes the run directory
-        atomic_write_json(Path(cfg.out) / PROVENANCE_FILE, library_versions())
-    return metrics
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,11 +293,7 @@ def run_compare(
     for method in methods:
         adapter = adapters[method]
         if budget_params:
-            from ..training.run import DEFAULT_TARGETS, ENCODER_TARGETS
-
-            targets = base_cfg.target_modules or (
-                DEFAULT_TARGETS if base_cfg.task_type == "causal_lm" else ENCODER_TARGETS
-            )
+            targets = target_modules_of(base_cfg)
             adapter = solve_budget(
                 base_cfg.model, method, targets, base_cfg.task_type, budget_params, **adapter
             )
@@ -476,7 +317,7 @@ def run_compare(
 
             scores = sweep_learning_rate(score, lr_multipliers, extend=lr_extend)
             sweeps[method] = scores
-            best = _best_multiplier(scores)
+            best = best_multiplier(scores)
             rates = learning_rates(method, base_cfg, best)
             options[method]["lr×"] = best
         rates_used[method] = {**learning_rates(method, base_cfg, 1.0), **rates}
@@ -521,120 +362,9 @@ def run_compare(
             "",
             *[f"- {COUNT_NOTES[m]}." for m in methods if m in COUNT_NOTES],
             *([""] if any(m in COUNT_NOTES for m in methods) else []),
-            *_sweep_table(sweeps),
+            *sweep_table(sweeps),
             *[f"![{p.stem}](figures/{p.name})" for p in figures],
         ]
     )
     (out / "results.md").write_text(md + "\n")
     return md
-
-
-def _sweep_table(sweeps: dict[str, dict[float, float]]) -> list[str]:
-    """Markdown lines: validation macro accuracy per method and learning-rate multiplier."""
-    if not sweeps:
-        return []
-    mults = sorted({m for scores in sweeps.values() for m in scores})
-    lines = [
-        "Learning-rate sweep (multiplier of each method's main learning rates; FRAME's order learning "
-        "rate is not swept; validation macro accuracy, first seed):",
-        "",
-        "| method | " + " | ".join(f"×{m:g}" for m in mults) + " |",
-        "|---|" + "---|" * len(mults),
-    ]
-    for method, scores in sweeps.items():
-        best = _best_multiplier(scores)
-        cells = [
-            ("**" if m == best else "") + f"{100 * scores[m]:.1f}" + ("**" if m == best else "")
-            if m in scores
-            else "-"
-            for m in mults
-        ]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
-
-
-def _fmt_rate(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def summarize(
-    runs: dict[str, list[dict]],
-    base: dict | None,
-    options: dict[str, dict],
-    scales: dict[str, str] | None = None,
-    rates: dict[str, dict[str, Any]] | None = None,
-) -> str:
-    """Markdown: one row per method, mean ± std over seeds per task, macro average, params, time.
-
-    ``scales`` (:func:`scale_convention`) and ``rates`` (``{method: {name: learning rate}}``) fill the
-    ``scale`` and ``learning rates`` columns (``-`` where not given).
-    """
-    scales, rates = scales or {}, rates or {}
-    tasks = list(next(iter(runs.values()))[0]["tuned"]["tasks"]) if runs else []
-    head = ["method", "options", "scale", "learning rates", "params", *tasks, "macro", "train s", "tok/s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    if base:
-        cells = [f"{100 * base['tasks'][t][_metric_of(base['tasks'][t])]:.1f}" for t in tasks]
-        lines.append(
-            "| base | - | - | - | 0 | " + " | ".join(cells) + f" | {100 * macro_score(base):.1f} | - | - |"
-        )
-    for method, results in runs.items():
-        cells = []
-        for t in tasks:
-            vals = [r["tuned"]["tasks"][t][_metric_of(r["tuned"]["tasks"][t])] for r in results]
-            m, s = mean_std(vals)
-            cells.append(f"{100 * m:.1f} ± {100 * s:.1f}")
-        m, s = mean_std([macro_score(r["tuned"]) for r in results])
-        t_mean, _ = mean_std([r["train"]["train_seconds"] for r in results])
-        tok = [
-            r["train"]["train_tokens_per_second"] for r in results if r["train"]["train_tokens_per_second"]
-        ]
-        tok_mean, _ = mean_std(tok)
-        opts = ", ".join(f"{k}={v}" for k, v in options.get(method, {}).items()) or "defaults"
-        lrs = ", ".join(f"{k}={_fmt_rate(v)}" for k, v in rates.get(method, {}).items()) or "-"
-        lines.append(
-            f"| {method} | {opts} | {scales.get(method, '-')} | {lrs} | {results[0]['trainable_params']:,} | "
-            + " | ".join(cells)
-            + f" | {100 * m:.1f} ± {100 * s:.1f} | {t_mean:.0f} | {tok_mean:.0f} |"
-        )
-    return "\n".join(lines)
-
-
-def plot_compare(runs: dict[str, list[dict]], base: dict | None, folder: Path) -> list[Path]:
-    """Bar chart of macro accuracy per method (± std) and accuracy vs trainable parameters."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    names, means, stds, params = [], [], [], []
-    for method, results in runs.items():
-        m, s = mean_std([macro_score(r["tuned"]) for r in results])
-        names.append(method)
-        means.append(100 * m)
-        stds.append(100 * s)
-        params.append(results[0]["trainable_params"])
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.5))
-    ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue")
-    if base:
-        ax.axhline(100 * macro_score(base), color="gray", ls="--", label="base")
-        ax.legend()
-    ax.set_ylabel("macro accuracy (%)")
-    ax.set_title("accuracy by method (mean ± std over seeds)")
-    fig.tight_layout()
-    bar = folder / "accuracy_by_method.png"
-    fig.savefig(bar, dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for n, m, s, p in zip(names, means, stds, params):
-        ax.errorbar([p], [m], yerr=[s], fmt="o", capsize=3, label=n)
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters")
-    ax.set_ylabel("macro accuracy (%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    scatter = folder / "accuracy_vs_params.png"
-    fig.savefig(scatter, dpi=120)
-    plt.close(fig)
-    return [bar, scatter]

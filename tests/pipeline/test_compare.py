@@ -1,4 +1,4 @@
-"""evaluation/compare.py: the learning-rate sweep, run reuse, budgets and per-method options.
+"""pipeline/compare.py: the learning-rate sweep, run reuse, budgets and per-method options.
 
 No test here trains a model: scores are given, and ``train`` is replaced by a fake that writes the files a
 finished run has (run_config.json, splits.json, adapter/adapter_config.json via peft, metrics.json).
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import spectral_moe
-import spectral_moe.evaluation.compare as compare
-import spectral_moe.training.run as run_module
-from spectral_moe.evaluation.compare import (
+import spectral_moe.pipeline.compare as compare
+import spectral_moe.pipeline.run as run_module
+from spectral_moe.pipeline.compare import (
     learning_rates,
     method_adapters,
     reuse_mismatch,
@@ -22,6 +22,7 @@ from spectral_moe.evaluation.compare import (
     sweep_learning_rate,
     train_or_reuse,
 )
+from spectral_moe.training.config import RunConfig
 from spectral_moe.training.methods import (
     DEFAULTS,
     METHODS,
@@ -29,7 +30,6 @@ from spectral_moe.training.methods import (
     task_token_id,
     tokenizer_options,
 )
-from spectral_moe.training.run import RunConfig
 from tests.helpers import save_tiny_llama, write_jsonl_task
 
 

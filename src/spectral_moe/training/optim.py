@@ -1,5 +1,9 @@
 """Optimizer factory: separate groups for FRAME orders, FourierMoE spectra and routers.
 
+Each parameter's group is the role its tuner layer declares (``parameter_roles`` on the layer class,
+:mod:`spectral_moe.tuners.introspection`): ``"orders"``, ``"spectrum"``, ``"router"``; the rest is
+``"decay"`` (≥2-D) or ``"no_decay"``.
+
 FRAME's orders get their own optimizer (own class and learning rate, no weight decay). Their
 default learning rate is per layer: the order move at which one expert's ΔW changes by 2 % per
 step (``spectral.frame.default_order_lr``: 6e-3 for ``weighted``, ``0.027/d`` for ``hermite``,
@@ -24,15 +28,16 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from ..tuners.introspection import PARAMETER_ROLES, parameter_roles, role_parameters
+
 ORDER_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": torch.optim.SGD,
 }
 
-ORDER_KEY = "frame_order"  # FRAME's learned orders: parameters ``<module>.frame_order.<adapter>``
-SPECTRUM_KEY = "fouriermoe_spectrum"
-ROUTER_KEYS = ("fouriermoe_router", "frame_router", "hmora_router")
+# Parameter roles come from the tuners: each layer class declares ``parameter_roles`` (adapter attribute →
+# "orders" / "spectrum" / "router"; spectral_moe.tuners.introspection). Nothing is matched by name.
 
 
 class CombinedOptimizer(torch.optim.Optimizer):
@@ -96,46 +101,33 @@ class CombinedOptimizer(torch.optim.Optimizer):
         self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
 
 
-def is_order_parameter(name: str) -> bool:
-    """Whether the parameter called ``name`` (as in ``named_parameters``) is a FRAME order."""
-    return ORDER_KEY in name.split(".")
-
-
 def order_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """FRAME's learned orders in ``model`` (trainable or not)."""
-    return [p for n, p in model.named_parameters() if is_order_parameter(n)]
+    """FRAME's learned orders in ``model`` (trainable or not): the parameters declared ``"orders"``."""
+    return [p for _, _, p in role_parameters(model, "orders")]
 
 
 def default_order_lrs(model: nn.Module) -> dict[int, float]:
-    """``id(order parameter) → default learning rate`` from each FRAME layer's ``default_order_lr``."""
-    out: dict[int, float] = {}
-    for module in model.modules():
-        orders = getattr(module, ORDER_KEY, None)
-        if isinstance(orders, nn.ParameterDict) and callable(getattr(module, "default_order_lr", None)):
-            for adapter, p in orders.items():
-                out[id(p)] = module.default_order_lr(adapter)
-    return out
+    """``id(order parameter) → default learning rate`` from its layer's ``default_order_lr(adapter)``."""
+    return {
+        id(p): layer.default_order_lr(adapter)
+        for layer, adapter, p in role_parameters(model, "orders")
+        if callable(getattr(layer, "default_order_lr", None))
+    }
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Trainable parameters by role: ``orders``, ``spectrum``, ``router``, ``decay`` (≥2-D), ``no_decay``."""
+    """Trainable parameters by role: ``orders``, ``spectrum``, ``router`` (as the tuner layers declare them,
+    :func:`~spectral_moe.tuners.introspection.parameter_roles`), else ``decay`` (≥2-D) or ``no_decay``."""
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {
-        k: [] for k in ("orders", "spectrum", "router", "decay", "no_decay")
+        k: [] for k in (*PARAMETER_ROLES, "decay", "no_decay")
     }
+    roles = parameter_roles(model)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if is_order_parameter(name):
-            groups["orders"].append((name, p))
-        elif SPECTRUM_KEY in name:
-            groups["spectrum"].append((name, p))
-        elif any(k in name for k in ROUTER_KEYS):
-            groups["router"].append((name, p))
-        elif p.ndim >= 2:
-            groups["decay"].append((name, p))
-        else:
-            groups["no_decay"].append((name, p))
-    return groups
+        role = roles.get(id(p)) or ("decay" if p.ndim >= 2 else "no_decay")
+        groups[role].append((name, p))
+    return {k: groups[k] for k in ("orders", "spectrum", "router", "decay", "no_decay")}
 
 
 def create_optimizer(

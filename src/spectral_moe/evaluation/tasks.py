@@ -1,0 +1,82 @@
+"""A model on tasks: per-task metrics and their macro averages (causal LMs and encoder classifiers).
+
+:func:`evaluate_tasks` scores each task's ``split`` with :func:`~spectral_moe.evaluation.scoring.evaluate_task`
+(log-likelihood of the choices, or exact match of a greedy completion) for causal LMs, or with
+:func:`evaluate_classifier` (argmax within the task's head of :func:`~spectral_moe.data.features.head_layout`)
+for encoders, and averages ``acc``, ``acc_norm`` and ``exact_match`` over the tasks that have them.
+Prompts are fitted to ``max_length`` by the same policy as in training (:mod:`spectral_moe.data.prompts`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..data import TaskData
+from ..data.features import PadCollator, head_layout, head_mask, seq_cls_features
+from ..data.types import Example
+from .scoring import evaluate_task, macro_average
+
+
+def evaluate_tasks(
+    model,
+    tokenizer,
+    tasks: list[TaskData],
+    split: str,
+    task_type: str,
+    batch_size: int = 16,
+    max_length: int = 1024,
+) -> dict[str, Any]:
+    """Per-task metrics on ``split`` and their macro averages.
+
+    Prompts are fitted to ``max_length`` tokens by the data policy (a run evaluates with its training
+    ``max_length``); each task's ``truncated`` is the fraction of its examples that lost tokens.
+    """
+    per_task = {}
+    layout = head_layout(tasks)
+    for task in tasks:
+        examples = getattr(task, split)
+        if task_type == "seq_cls":
+            per_task[task.name] = evaluate_classifier(
+                model, tokenizer, examples, layout[task.name], max_length=max_length
+            )
+        else:
+            per_task[task.name] = evaluate_task(
+                model, tokenizer, examples, task.kind, batch_size=batch_size, max_length=max_length
+            )
+    summary = {"tasks": per_task}
+    for metric in ("acc", "acc_norm", "exact_match"):
+        value = macro_average(per_task, metric)
+        if value is not None:
+            summary[f"macro_{metric}"] = value
+    return summary
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model,
+    tokenizer,
+    examples: list[Example],
+    head: tuple[int, int],
+    batch_size: int = 32,
+    max_length: int = 512,
+) -> dict[str, float]:
+    """Accuracy of the argmax within the task's head (inputs fitted to ``max_length`` as in training)."""
+    was = model.training
+    model.eval()
+    hits = truncated = 0
+    collate = PadCollator(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    for start in range(0, len(examples), batch_size):
+        rows = [
+            seq_cls_features(tokenizer, ex, max_length, head) for ex in examples[start : start + batch_size]
+        ]
+        truncated += sum(r["truncated"] for r in rows)
+        batch = {k: v.to(device) for k, v in collate(rows).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = logits.float().masked_fill(~head_mask(batch["heads"], logits.shape[-1]), float("-inf"))
+        hits += int((logits.argmax(-1) == batch["labels"]).sum())
+    model.train(was)
+    total = max(len(examples), 1)
+    return {"acc": hits / total, "n": len(examples), "truncated": truncated / total}
