@@ -249,10 +249,9 @@ def main(argv: list[str] | None = None) -> None:
                 (d, "skipped", f"predicted {predicted:.0f} s > budget {args.hermite_budget:.0f} s")
             )
         else:
-            frft_mod._hermite_basis_cpu.cache_clear()
-            frft_mod._hermite_basis.cache_clear()
+            frft_mod.clear_hermite_basis_cache()
             t0 = time.perf_counter()
-            _, _, resid = frft_mod._hermite_basis_cpu(d)
+            _, _, resid = frft_mod.hermite_basis(d)
             tb = time.perf_counter() - t0
             if d >= 512:
                 prev = (d, tb)

@@ -476,3 +476,22 @@ def test_console_script_help():
         "--resume",
     ):
         assert option in res.stdout
+
+
+def test_code_tasks_need_the_opt_in_before_anything_loads(tiny, capsys, monkeypatch):
+    monkeypatch.delenv("SPECTRAL_MOE_ALLOW_CODE_EVAL", raising=False)
+    model, _ = tiny
+    rc = main(["eval", "--base", model, "--tasks", "humaneval", "--max-eval", "2"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--allow-code-execution" in err and "SPECTRAL_MOE_ALLOW_CODE_EVAL" in err and err.count("\n") == 1
+
+
+def test_eval_passes_the_code_execution_opt_in(tiny, monkeypatch):
+    import spectral_moe.evaluation.runs as runs
+
+    seen = {}
+    monkeypatch.setattr(runs, "evaluate_run", lambda **kw: seen.update(kw) or {"tasks": {}})
+    model, _ = tiny
+    assert main(["eval", "--base", model, "--tasks", "mbpp", "--allow-code-execution"]) == 0
+    assert seen["allow_code_execution"] is True

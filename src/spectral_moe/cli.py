@@ -173,6 +173,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_tasks(run_dir: str | None) -> str:
+    """The task spec a run directory was trained on (``suite:core`` without one)."""
+    if run_dir is None:
+        return "suite:core"
+    return json.loads((Path(run_dir) / "run_config.json").read_text())["tasks"]
+
+
+def _check_code_execution(spec: str, allow: bool | None) -> None:
+    """Code tasks need the opt-in before anything is loaded: a one-line error naming how to give it."""
+    from .data import resolve_tasks
+    from .data.registry import needs_code_execution
+    from .evaluation.code import CodeExecutionNotAllowed, require_code_execution
+
+    if needs_code_execution(resolve_tasks(spec)):
+        try:
+            require_code_execution(allow)
+        except CodeExecutionNotAllowed as err:
+            raise CliError(str(err)) from err
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.runs import evaluate_run
 
@@ -182,6 +202,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(f"{args.run_dir} is not a run directory (no run_config.json)")
     if args.tasks:
         _check_tasks(args.tasks)
+    allow = True if args.allow_code_execution else None  # None: $SPECTRAL_MOE_ALLOW_CODE_EVAL decides
+    _check_code_execution(args.tasks or _run_tasks(args.run_dir), allow)
     result = evaluate_run(
         run_dir=args.run_dir,
         base_model=args.base,
@@ -189,6 +211,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         split=args.split,
         max_eval=args.max_eval,
         task_type=args.task_type,
+        allow_code_execution=allow,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -346,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["validation", "test"], default="test")
     p.add_argument("--max-eval", type=int, help="examples per task (default: the run's, else 50)")
     p.add_argument("--task-type", choices=["causal_lm", "seq_cls"], default="causal_lm")
+    p.add_argument(
+        "--allow-code-execution",
+        action="store_true",
+        help="run generated programs of code tasks (humaneval, mbpp) in the sandbox; required for them",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(

@@ -51,7 +51,9 @@ def _grads(config, reentrant):
                         torch.randn(p.shape, generator=torch.Generator().manual_seed(hash(n) % 2**31)) * 0.1
                     )
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": reentrant}
+            )
             model.enable_input_require_grads()
         model.train()
         out = model(input_ids=ids, labels=ids)

@@ -247,7 +247,7 @@ def test_gradient_checkpointing_sees_the_forwards_top_k():
         model = get_peft_model(tiny_llama(), FlyLoraConfig(**cfg))
         model.train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model(input_ids=ids, labels=ids).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     for n in grads[0]:

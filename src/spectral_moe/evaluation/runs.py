@@ -40,6 +40,7 @@ def evaluate_run(
     max_eval: int | None = None,
     task_type: str = "causal_lm",
     max_length: int | None = None,
+    allow_code_execution: bool | None = None,
 ) -> dict[str, Any]:
     """Metrics of a run's tuned model (``run_dir``) or of ``base_model`` on ``tasks`` / ``split``.
 
@@ -68,7 +69,15 @@ def evaluate_run(
         model, tokenizer, _ = load_run_model(run_dir, num_labels=labels)
     else:
         model, tokenizer = load_model(base_model, task_type, num_labels=labels)
-    result = evaluate_tasks(model, tokenizer, task_data, split, task_type, max_length=max_length)
+    result = evaluate_tasks(
+        model,
+        tokenizer,
+        task_data,
+        split,
+        task_type,
+        max_length=max_length,
+        allow_code_execution=allow_code_execution,
+    )
     result["split"] = split
     result["source"] = str(run_dir) if run_dir is not None else f"base:{base_model}"
     return result

@@ -27,8 +27,10 @@ def evaluate_tasks(
     task_type: str,
     batch_size: int = 16,
     max_length: int = 1024,
+    allow_code_execution: bool | None = None,
 ) -> dict[str, Any]:
-    """Per-task metrics on ``split`` and their macro averages.
+    """Per-task metrics on ``split`` and their macro averages (``allow_code_execution``: the opt-in that
+    code tasks need, see ``evaluation.code``).
 
     Prompts are fitted to ``max_length`` tokens by the data policy (a run evaluates with its training
     ``max_length``); each task's ``truncated`` is the fraction of its examples that lost tokens.
@@ -43,10 +45,16 @@ def evaluate_tasks(
             )
         else:
             per_task[task.name] = evaluate_task(
-                model, tokenizer, examples, task.kind, batch_size=batch_size, max_length=max_length
+                model,
+                tokenizer,
+                examples,
+                task.kind,
+                batch_size=batch_size,
+                max_length=max_length,
+                allow_code_execution=allow_code_execution,
             )
     summary = {"tasks": per_task}
-    for metric in ("acc", "acc_norm", "exact_match"):
+    for metric in ("acc", "acc_norm", "exact_match", "pass@1"):
         value = macro_average(per_task, metric)
         if value is not None:
             summary[f"macro_{metric}"] = value

@@ -1,5 +1,8 @@
 """Hermitian sparse spectra and the weight updates they define.
 
+One cohesive thing (the dense reference, the FFT plan and its autograd Function share one notation),
+so it stays one module though it is over 400 lines.
+
 Notation (shapes in brackets): ``Z`` experts, ``n`` coefficients per expert, ``T`` tokens,
 ``M = d_out``, ``N = d_in``. Expert ``z`` owns positions ``(u_{z,j}, v_{z,j})`` (``rows``, ``cols``
 [Z, n]) and complex coefficients ``c_{z,j}`` (real part [Z, n], optional imaginary part [Z, n]).

@@ -613,7 +613,7 @@ class RoutedTunerMixin(BaseTuner):
                     # they recorded carry no graph, so the routers would silently miss this term
                     warnings.warn(
                         "the router aux loss has no gradient in this forward (reentrant gradient "
-                        "checkpointing?); use gradient_checkpointing_kwargs={'use_reentrant': False} so "
+                        "checkpointing?); use activation_checkpointing_kwargs={'use_reentrant': False} so "
                         "the routers are trained by it",
                         stacklevel=2,
                     )
