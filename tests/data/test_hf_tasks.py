@@ -51,7 +51,8 @@ def test_saved_folder_by_field_spec_official_splits(piqa_folder):
     assert ex.passage == "Goal number 101"
     assert not {e.input for e in t.train + t.validation} & {e.input for e in t.test}
     capped = load_task(spec, max_eval=5, max_train=7)
-    assert capped.split_sizes() == {"train": 7, "validation": 5, "test": 5}
+    # the task name (with its tmp path) is part of each example's hash: the carved validation size varies
+    assert capped.split_sizes() == {"train": 7, "validation": min(5, len(t.validation)), "test": 5}
     forced = load_task(
         f"hf:{piqa_folder}?input=goal&choices=sol1+sol2&answer=label&test=validation&train=test"
     )
