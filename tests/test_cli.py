@@ -495,3 +495,26 @@ def test_eval_passes_the_code_execution_opt_in(tiny, monkeypatch):
     model, _ = tiny
     assert main(["eval", "--base", model, "--tasks", "mbpp", "--allow-code-execution"]) == 0
     assert seen["allow_code_execution"] is True
+
+
+def test_eval_takes_a_precision(tiny, monkeypatch, capsys):
+    import spectral_moe.evaluation.runs as runs
+
+    seen = {}
+    monkeypatch.setattr(runs, "evaluate_run", lambda **kw: seen.update(kw) or {"tasks": {}})
+    model, task = tiny
+    assert main(["eval", "--base", model, "--tasks", f"jsonl:{task}", "--precision", "bf16"]) == 0
+    assert seen["precision"] == "bf16"
+    assert main(["eval", "--base", model, "--tasks", f"jsonl:{task}"]) == 0
+    assert seen["precision"] is None  # the run's own, else fp32
+    with pytest.raises(SystemExit):
+        main(["eval", "--base", model, "--precision", "fp16"])
+    assert "fp16" in capsys.readouterr().err
+
+
+def test_train_set_precision_reaches_the_run_config():
+    from spectral_moe.cli import _run_config, build_parser
+
+    args = build_parser().parse_args(["train", "--set", "precision=auto", "--set", "group_by_length=false"])
+    cfg = _run_config(args)
+    assert (cfg.precision, cfg.group_by_length) == ("auto", False)

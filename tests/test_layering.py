@@ -18,7 +18,8 @@ The layers, bottom up (where each top-level module lives):
 ===========  ==================================================================================
 layer        units (folders or top-level modules) and their job
 ===========  ==================================================================================
-support      ``cache`` (the package cache under ~/.cache/spectral-moe, atomic writes)
+support      ``cache`` (the package cache under ~/.cache/spectral-moe, atomic writes), ``precision``
+             (fp32 / bf16 / auto, bf16 detection once per device, the autocast of training and evaluation)
 math         ``spectral`` (bands, Hermitian spectra, FFT plans, fractional Fourier transforms)
 routing      ``routing`` (top-k router, load-balancing and z losses, router statistics)
 tuners       ``tuners`` (peft tuners; ``tuners/peft_registry.py`` registers them with peft)
@@ -46,7 +47,7 @@ PACKAGE = "spectral_moe"
 
 # bottom up; units within one layer may not import each other (evaluation | training)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("support", ("cache",)),
+    ("support", ("cache", "precision")),
     ("math", ("spectral",)),
     ("routing", ("routing",)),
     ("tuners", ("tuners",)),

@@ -212,6 +212,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_eval=args.max_eval,
         task_type=args.task_type,
         allow_code_execution=allow,
+        precision=args.precision,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -373,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-code-execution",
         action="store_true",
         help="run generated programs of code tasks (humaneval, mbpp) in the sandbox; required for them",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        help="scoring precision: bf16 autocast, fp32, or auto (bf16 where fast); default the run's, else fp32",
     )
     p.set_defaults(func=cmd_eval)
 

@@ -36,6 +36,7 @@ process it is the formula above.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -68,9 +69,23 @@ def route(logits: torch.Tensor, top_k: int, temperature: float = 1.0) -> Routing
     return Routing(probs=probs, gates=gates, topk_index=top_i, logits=logits)
 
 
+def expert_counts(
+    index: torch.Tensor,
+    num_experts: int,
+    weights: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``c_z = Σ_i w_i [index_i = z]`` ``[Z]`` by ``scatter_add`` (no host sync: ``bincount`` reads the
+    largest index back to size its output, ``one_hot`` checks the range on the host)."""
+    flat = index.reshape(-1)
+    dtype = dtype or (weights.dtype if weights is not None else torch.float32)
+    values = torch.ones(flat.shape, dtype=dtype, device=flat.device) if weights is None else weights.to(dtype)
+    return torch.zeros(num_experts, dtype=dtype, device=flat.device).scatter_add_(0, flat, values.reshape(-1))
+
+
 def dispatch_fraction(topk_index: torch.Tensor, num_experts: int) -> torch.Tensor:
     """``f_z``: share of (token, slot) pairs dispatched to each expert, ``[Z]``, sums to 1."""
-    counts = torch.bincount(topk_index.reshape(-1), minlength=num_experts).float()
+    counts = expert_counts(topk_index, num_experts)
     return counts / counts.sum().clamp_min(1.0)
 
 
@@ -101,9 +116,7 @@ def router_loss_stats(routing: Routing, mask: torch.Tensor | None = None) -> Rou
         else mask.reshape(-1).to(device=probs.device, dtype=work)
     )  # [T]
     index = routing.topk_index.detach().reshape(-1, top_k)  # [T, k]
-    counts = torch.bincount(index.reshape(-1), weights=w.repeat_interleave(top_k), minlength=num_experts).to(
-        work
-    )
+    counts = expert_counts(index, num_experts, w[:, None].expand(-1, top_k), dtype=work)  # [Z]
     lse = torch.logsumexp(routing.logits.reshape(-1, num_experts).to(work), dim=-1)  # [T]
     return RouterLossStats(
         counts=counts,
@@ -159,3 +172,33 @@ def router_statistics(routing: Routing) -> dict[str, torch.Tensor]:
         "mean_prob": routing.probs.detach().reshape(-1, num_experts).mean(0),
         "dispatch_fraction": dispatch_fraction(routing.topk_index.detach(), num_experts),
     }
+
+
+class RouterStatistics(Mapping):
+    """:func:`router_statistics` of one routing call, computed on first access (``mean_prob``,
+    ``dispatch_fraction``): a forward only keeps the detached probabilities and chosen experts, and the
+    statistics cost nothing unless they are read (logged)."""
+
+    KEYS = ("mean_prob", "dispatch_fraction")
+
+    def __init__(self, routing: Routing) -> None:
+        self.probs = routing.probs.detach()
+        self.topk_index = routing.topk_index.detach()
+        self.computed: dict[str, torch.Tensor] | None = None
+
+    def values_now(self) -> dict[str, torch.Tensor]:
+        if self.computed is None:
+            self.computed = router_statistics(Routing(self.probs, self.probs, self.topk_index, self.probs))
+        return self.computed
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.values_now()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.KEYS)
+
+    def __len__(self) -> int:
+        return len(self.KEYS)
+
+    def __repr__(self) -> str:
+        return f"RouterStatistics({dict(self.values_now())!r})"

@@ -422,3 +422,18 @@ def test_results_table_says_what_the_baselines_count(tmp_path, monkeypatch):
     assert "DoRA's count includes its magnitude vectors" in md
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["scale"] == {"flylora": "α/r=2", "hmora": "α/√r=2.828", "dora": "α/r=2", "lora": "α/r=2"}
+
+
+def test_runs_saved_before_precision_and_length_grouping_are_reused_at_their_values(
+    tmp_path, fake_train, task
+):
+    cfg = RunConfig(
+        method="lora", tasks=task, out=str(tmp_path / "run"), eval_base=False, group_by_length=False
+    )
+    train_or_reuse(cfg)
+    path = tmp_path / "run" / "run_config.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in saved.items() if k not in ("precision", "group_by_length")}))
+    assert reuse_mismatch(cfg) is None  # an older run: fp32, no length grouping
+    assert "precision: 'fp32' then, 'bf16' now" in reuse_mismatch(dataclasses.replace(cfg, precision="bf16"))
+    assert "group_by_length" in reuse_mismatch(dataclasses.replace(cfg, group_by_length=True))

@@ -41,15 +41,17 @@ def evaluate_run(
     task_type: str = "causal_lm",
     max_length: int | None = None,
     allow_code_execution: bool | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a run's tuned model (``run_dir``) or of ``base_model`` on ``tasks`` / ``split``.
 
-    For a run, tasks, caps, the task type and the prompt length ``max_length`` default to the run's own
-    (so the numbers reproduce its ``metrics.json``); for a base model, ``suite:core`` with 50 examples
-    per task and prompts of up to 1024 tokens.
+    For a run, tasks, caps, the task type, the prompt length ``max_length`` and ``precision`` default to the
+    run's own (so the numbers reproduce its ``metrics.json``); for a base model, ``suite:core`` with 50
+    examples per task, prompts of up to 1024 tokens and ``fp32``.
     """
     from ..data import load_tasks
     from ..models import load_model
+    from ..precision import check_precision
 
     max_train = None
     if run_dir is not None:
@@ -59,9 +61,11 @@ def evaluate_run(
         max_train = cfg.get("max_train")
         max_eval = max_eval if max_eval is not None else cfg.get("max_eval")
         max_length = max_length if max_length is not None else cfg.get("max_length", 256)
+        precision = precision if precision is not None else cfg.get("precision", "fp32")
     elif max_eval is None:
         max_eval = 50
     max_length = max_length if max_length is not None else 1024
+    precision = check_precision(precision if precision is not None else "fp32")
     tasks = tasks or "suite:core"
     task_data = load_tasks(tasks, max_train=max_train, max_eval=max_eval, seed=0)
     labels = num_labels_for(task_data) if task_type == "seq_cls" else None
@@ -77,6 +81,7 @@ def evaluate_run(
         task_type,
         max_length=max_length,
         allow_code_execution=allow_code_execution,
+        precision=precision,
     )
     result["split"] = split
     result["source"] = str(run_dir) if run_dir is not None else f"base:{base_model}"

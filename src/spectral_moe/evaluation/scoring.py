@@ -64,7 +64,7 @@ from ..data.prompts import (
 )
 from ..data.types import Example
 from .code import probe_isolation, require_code_execution, run_programs
-from .likelihood import ChoiceResult, continuation_logprobs, fit_pairs, score_multiple_choice
+from .likelihood import ChoiceResult, continuation_logprobs, fit_pairs, score_fitted, score_multiple_choice
 from .math_answers import extract_math_answer, math_answers_equal, normalize_math_answer
 
 SOLUTION_MAX_NEW_TOKENS = 256
@@ -94,6 +94,7 @@ __all__ = [
     "numeric_target",
     "score_code_execution",
     "score_exact_match",
+    "score_fitted",
     "score_multiple_choice",
 ]
 
@@ -320,11 +321,14 @@ def evaluate_task(
     max_length: int | None = 1024,
     *,
     allow_code_execution: bool | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict:
     """Metrics of one task: log-likelihood accuracy for multiple choice, exact match for free-form,
     pass@1 for code (``answer_style == "code_execution"``, which needs ``allow_code_execution`` or
     ``$SPECTRAL_MOE_ALLOW_CODE_EVAL=1``, checked before the model runs); ``truncated`` is the fraction of
-    examples whose prompt did not fit ``max_length`` whole."""
+    examples whose prompt did not fit ``max_length`` whole. ``autocast_dtype`` (``torch.bfloat16``,
+    ``torch.float16``; default ``None``: the model's own precision) runs the log-likelihood forwards
+    under ``torch.autocast``; generation keeps the model's precision."""
     styles = {ex.meta.get("answer_style") for ex in examples}
     if "code_execution" in styles:
         if len(styles) > 1:
@@ -338,7 +342,9 @@ def evaluate_task(
     model.eval()
     try:
         if kind == "multiple_choice":
-            metrics = score_multiple_choice(model, tokenizer, examples, batch_size, max_length)[0]
+            metrics = score_multiple_choice(
+                model, tokenizer, examples, batch_size, max_length, autocast_dtype=autocast_dtype
+            )[0]
             if all(numeric_target(ex) is not None for ex in examples):  # arithmetic: also by generation
                 em = score_exact_match(
                     model, tokenizer, examples, max_new_tokens=8, batch_size=batch_size, max_length=max_length

@@ -16,6 +16,7 @@ import torch
 from ..data import TaskData
 from ..data.features import PadCollator, head_layout, head_mask, seq_cls_features
 from ..data.types import Example
+from ..precision import autocast, resolve_precision
 from .scoring import evaluate_task, macro_average
 
 
@@ -28,36 +29,45 @@ def evaluate_tasks(
     batch_size: int = 16,
     max_length: int = 1024,
     allow_code_execution: bool | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Per-task metrics on ``split`` and their macro averages (``allow_code_execution``: the opt-in that
     code tasks need, see ``evaluation.code``).
+
+    ``precision`` (``fp32``, ``bf16``, ``auto``; :mod:`spectral_moe.precision`) is resolved on the model's
+    device and the scoring runs under its autocast, as training does; the summary records the resolved
+    value (``precision``).
 
     Prompts are fitted to ``max_length`` tokens by the data policy (a run evaluates with its training
     ``max_length``); each task's ``truncated`` is the fraction of its examples that lost tokens.
     """
     per_task = {}
     layout = head_layout(tasks)
+    device_type = next(model.parameters()).device.type
+    resolved = resolve_precision(precision, device_type)
     for task in tasks:
         examples = getattr(task, split)
-        if task_type == "seq_cls":
-            per_task[task.name] = evaluate_classifier(
-                model, tokenizer, examples, layout[task.name], max_length=max_length
-            )
-        else:
-            per_task[task.name] = evaluate_task(
-                model,
-                tokenizer,
-                examples,
-                task.kind,
-                batch_size=batch_size,
-                max_length=max_length,
-                allow_code_execution=allow_code_execution,
-            )
-    summary = {"tasks": per_task}
+        with autocast(resolved, device_type):
+            if task_type == "seq_cls":
+                per_task[task.name] = evaluate_classifier(
+                    model, tokenizer, examples, layout[task.name], max_length=max_length
+                )
+            else:
+                per_task[task.name] = evaluate_task(
+                    model,
+                    tokenizer,
+                    examples,
+                    task.kind,
+                    batch_size=batch_size,
+                    max_length=max_length,
+                    allow_code_execution=allow_code_execution,
+                )
+    summary: dict[str, Any] = {"tasks": per_task}
     for metric in ("acc", "acc_norm", "exact_match", "pass@1"):
         value = macro_average(per_task, metric)
         if value is not None:
             summary[f"macro_{metric}"] = value
+    summary["precision"] = resolved
     return summary
 
 

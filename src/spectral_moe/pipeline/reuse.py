@@ -25,6 +25,8 @@ BOOKKEEPING_FIELDS = ("base_model_name_or_path", "revision", "inference_mode", "
 # adapter_config.json fields that are sets of module names, whatever order the list is saved in
 NAME_SET_FIELDS = ("target_modules", "modules_to_save", "exclude_modules")
 PROVENANCE_FILE = "provenance.json"
+# run options added after runs were already saved, with the value those runs trained with
+OLDER_RUN_DEFAULTS = {"precision": "fp32", "group_by_length": False}
 
 
 def _jsonable(value: Any) -> Any:
@@ -133,7 +135,8 @@ def reuse_mismatch(cfg) -> str | None:
     missing = [name for name, path in files.items() if not path.is_file()]
     if missing:
         return f"not finished or from an older harness (no {', '.join(missing)})"
-    previous = json.loads(files["run_config.json"].read_text())
+    # options added later, at the value older runs trained with
+    previous = {**OLDER_RUN_DEFAULTS, **json.loads(files["run_config.json"].read_text())}
     wanted = _jsonable(dataclasses.asdict(cfg))
     diff = _first_difference({**previous, "eval_base": None}, {**wanted, "eval_base": None})
     if diff:

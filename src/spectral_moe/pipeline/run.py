@@ -8,7 +8,8 @@ A run directory holds::
     heads.json           encoders: each task's block of classifier outputs (offset, size)
     truncation.json      per task, the fraction of training and evaluation prompts cut to max_length
     train_log.jsonl      loss, learning rate, router load per layer and expert, FRAME orders
-    metrics.json         per-task metrics of the base model and the tuned model, macro averages
+    metrics.json         per-task metrics of the base model and the tuned model, macro averages; the
+                         precision the run resolved to (``precision``: requested and resolved)
     checkpoints/         Trainer checkpoints (for --resume)
     figures/             training_curve.png
 
@@ -44,6 +45,7 @@ from ..data.features import head_layout, num_labels_for
 from ..data.types import Example
 from ..evaluation.tasks import evaluate_tasks
 from ..models import load_model
+from ..precision import resolve_precision
 from ..training.config import DEFAULT_TARGETS, ENCODER_TARGETS, RunConfig, load_run_tasks, target_modules_of
 from ..training.loop import adapt, fit, training_rows
 from ..training.trainer import launch_world, trainable_parameters
@@ -134,12 +136,24 @@ def train(
     if main:
         atomic_write_json(out / "splits.json", {t.name: t.describe() for t in tasks})
     metrics: dict[str, Any] = {"method": cfg.method, "model": cfg.model, "seed": cfg.seed}
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"  # where Trainer trains (training_arguments)
+    precision = resolve_precision(
+        cfg.precision, device_type
+    )  # "auto" detected once, recorded in metrics.json
+    metrics["precision"] = {"requested": cfg.precision, "resolved": precision, "device": device_type}
     if main:
         atomic_write_json(out / "run_config.json", dataclasses.asdict(cfg))
     if cfg.eval_base and main:
         log(f"evaluating the base model on {len(tasks)} task(s) ({cfg.eval_split} split)")
         metrics["base"] = evaluate_tasks(
-            model, tokenizer, tasks, cfg.eval_split, cfg.task_type, cfg.eval_batch_size, cfg.max_length
+            model,
+            tokenizer,
+            tasks,
+            cfg.eval_split,
+            cfg.task_type,
+            cfg.eval_batch_size,
+            cfg.max_length,
+            precision=precision,
         )
 
     model = adapt(cfg, model, tokenizer)
@@ -174,7 +188,14 @@ def train(
     log(f"evaluating the tuned model ({cfg.eval_split} split)")
     t_eval = time.time()
     metrics["tuned"] = evaluate_tasks(
-        model, tokenizer, tasks, cfg.eval_split, cfg.task_type, cfg.eval_batch_size, cfg.max_length
+        model,
+        tokenizer,
+        tasks,
+        cfg.eval_split,
+        cfg.task_type,
+        cfg.eval_batch_size,
+        cfg.max_length,
+        precision=precision,
     )
     if not cfg.eval_base:  # the evaluation fractions are known only now
         truncation = truncation_report(cfg.max_length, tasks, stream, rows, metrics["tuned"], cfg.eval_split)

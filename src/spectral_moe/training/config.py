@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data import TaskData, load_tasks
+from ..precision import check_precision
 from .methods import check_method
 
 DEFAULT_TARGETS = ["q_proj", "v_proj"]
@@ -54,6 +55,12 @@ class RunConfig:
     eval_batch_size: int = 16
     on_nan: str = "stop"  # or "skip": what a non-finite training loss does
     report_to: list[str] = field(default_factory=list)
+    # "fp32", "bf16" (autocast: fp32 master weights, bf16 matmuls; training and evaluation) or "auto" (bf16
+    # where the device runs it fast: CUDA with bf16, CPU with AMX-/AVX512-BF16); spectral_moe.precision
+    precision: str = "fp32"
+    # training batches of similar lengths (less padding, a seeded fixed order); opt-in until a study shows
+    # it leaves accuracy unchanged (it changes which examples share a batch)
+    group_by_length: bool = False
 
     def validate(self) -> None:
         check_method(self.method)
@@ -70,6 +77,9 @@ class RunConfig:
             raise ValueError(f"eval_split must be 'validation' or 'test', got {self.eval_split!r}")
         if self.on_nan not in ("stop", "skip"):
             raise ValueError(f"on_nan must be 'stop' or 'skip', got {self.on_nan!r}")
+        check_precision(self.precision)
+        if not isinstance(self.group_by_length, bool):
+            raise ValueError(f"group_by_length must be true or false, got {self.group_by_length!r}")
         if not self.mix_temperature > 0:
             raise ValueError(f"mix_temperature must be > 0, got {self.mix_temperature}")
 

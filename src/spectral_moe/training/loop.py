@@ -31,6 +31,7 @@ from ..cache import replace_dir
 from ..data import TaskData, mix_tasks
 from ..data.features import ListDataset, PadCollator, causal_lm_features, seq_cls_features
 from ..data.types import Example
+from ..precision import resolve_precision
 from .config import RunConfig, target_modules_of
 from .methods import DEFAULT_LR, DEFAULT_SPECTRUM_LR, build_peft_config, tokenizer_options
 from .optim import create_optimizer
@@ -101,8 +102,11 @@ def run_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimiz
 
 def training_arguments(cfg: RunConfig, out: Path, progress: bool = True) -> TrainingArguments:
     """``TrainingArguments`` of ``cfg``: checkpoints under ``out/checkpoints`` (the last two kept), the
-    schedule with ``ceil(warmup_ratio · steps)`` warm-up steps, CPU when there is no CUDA."""
+    schedule with ``ceil(warmup_ratio · steps)`` warm-up steps, CPU when there is no CUDA, and
+    ``bf16=True`` (autocast, float32 master weights) when ``cfg.precision`` resolves to ``bf16`` there."""
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
     return TrainingArguments(
+        bf16=resolve_precision(cfg.precision, device_type) == "bf16",
         output_dir=str(out / "checkpoints"),
         max_steps=cfg.steps,
         per_device_train_batch_size=cfg.batch_size,
@@ -162,6 +166,7 @@ def fit(
         optimizers=(run_optimizer(cfg, model), None),
         callbacks=[JsonlLogCallback(out / "train_log.jsonl", model), *(callbacks or [])],
         on_nan=cfg.on_nan,
+        group_by_length=cfg.group_by_length,
     )
     checkpoint = last_checkpoint(out / "checkpoints") if resume else None
     if resume and checkpoint is None:

@@ -4,6 +4,9 @@
   (so every ``report_to`` integration sees them), the encoders' per-head cross-entropy, the router aux loss
   weighted right under gradient accumulation and data parallelism, FRAME's orders out of the global
   gradient-norm clip, and a non-finite loss stopping (``on_nan="stop"``) or skipping (``"skip"``) a step.
+  Causal LMs get LM-head logits only at the labelled positions (:func:`answer_logit_mask`, the model's
+  ``logits_to_keep``; same loss), and with ``group_by_length`` training batches of similar lengths
+  (:func:`length_grouped_order`, a seeded fixed order: resumable, the same global batches under DDP).
 * :class:`JsonlLogCallback` — appends every log plus per-layer router load and FRAME orders to
   ``train_log.jsonl``; :func:`router_snapshot` / :func:`router_scalars` read them from the model.
 * :func:`last_checkpoint` — the newest complete checkpoint (for ``--resume``); :func:`launch_world`.
@@ -12,8 +15,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +37,10 @@ __all__ = [
     "NonFiniteLossError",
     "ROUTED_LAYER_TYPES",
     "SpectralTrainer",
+    "answer_logit_mask",
     "last_checkpoint",
     "launch_world",
+    "length_grouped_order",
     "router_scalars",
     "router_snapshot",
     "trainable_parameters",
@@ -79,6 +86,55 @@ def router_scalars(model: torch.nn.Module) -> dict[str, float]:
     return out
 
 
+def answer_logit_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose logits carry a label: ``keep[b, t] = labels[b, t + 1] ≠ -100`` (``[B, T]`` bool, last
+    column False), the causal shift of the LM loss. ``targets = labels[:, 1:][keep[:, :-1]]`` in the same
+    (row-major) order as ``hidden[keep]``."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100
+    return keep
+
+
+def length_grouped_order(lengths: list[int], batch_size: int, seed: int, group: int = 16) -> list[int]:
+    """A fixed order of ``range(len(lengths))`` whose consecutive ``batch_size`` rows have similar lengths.
+
+    A seeded permutation (``torch.Generator`` with ``seed``: no global RNG, so a resumed run sees the same
+    order), cut into chunks of ``group · batch_size`` rows, each chunk sorted by length (longest first) and
+    cut into batches; the batches are then shuffled (same generator). Every row is used once."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(lengths), generator=g).tolist()
+    chunk = max(1, group * batch_size)
+    batches: list[list[int]] = []
+    for start in range(0, len(perm), chunk):
+        part = sorted(perm[start : start + chunk], key=lambda i: -lengths[i])
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [i for b in order for i in batches[b]]
+
+
+class FixedOrderSampler(torch.utils.data.Sampler):
+    """Yields a fixed list of indices (the same on every pass: deterministic and resumable)."""
+
+    def __init__(self, order: list[int]) -> None:
+        self.order = list(order)
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def supports_answer_logits(model: torch.nn.Module) -> bool:
+    """True when the (peft-wrapped) causal LM takes a boolean ``logits_to_keep`` mask ``[B, T]`` (transformers'
+    ``slice_logits_to_keep``: the LM head then runs only at the kept positions, output ``[N, vocab]``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    forward = getattr(type(base), "forward", None)
+    if forward is None or "logits_to_keep" not in inspect.signature(forward).parameters:
+        return False
+    return getattr(sys.modules.get(type(base).__module__), "slice_logits_to_keep", None) is not None
+
+
 class NonFiniteLossError(RuntimeError):
     """Training stopped on a NaN/inf loss (``on_nan="stop"``); the last good checkpoint is kept."""
 
@@ -89,12 +145,34 @@ class SpectralTrainer(Trainer):
     skips) a non-finite loss: ``on_nan="stop"`` raises before the optimizer step, so the parameters
     and the last checkpoint stay good; ``"skip"`` drops the gradients of that optimizer step."""
 
-    def __init__(self, *args: Any, on_nan: str = "stop", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        on_nan: str = "stop",
+        answer_logits: bool = True,
+        group_by_length: bool = False,
+        **kwargs: Any,
+    ) -> None:
         if on_nan not in ("stop", "skip"):
             raise ValueError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
         super().__init__(*args, **kwargs)
         self.on_nan = on_nan
         self.skipped_steps: list[int] = []
+        # causal LMs: LM-head logits only where a label is (answer tokens), not at every position
+        self.answer_logits = answer_logits
+        # training batches of similar lengths (less padding): length_grouped_order, seeded by args.data_seed
+        self.group_by_length = group_by_length
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.group_by_length or dataset is None or not hasattr(dataset, "__len__"):
+            return super()._get_train_sampler(train_dataset)
+        lengths = [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        # grouped by the global batch (data-parallel ranks take consecutive per-device batches of this
+        # order), so a global batch holds the same rows whatever the number of processes
+        global_batch = self.args.per_device_train_batch_size * max(1, self.args.world_size)
+        return FixedOrderSampler(length_grouped_order(lengths, global_batch, seed))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -148,7 +226,51 @@ class SpectralTrainer(Trainer):
             return scale if self.args.n_gpu <= 1 else self.args.n_gpu
         return 1
 
+    def answer_logits_loss(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        """The causal-LM loss with LM-head logits at the labelled positions only (same value as the model's
+        own loss, which computes a vocabulary-wide logit row at every position first)::
+
+            keep = answer_logit_mask(labels)                  [B, T] bool, N = Σ keep
+            logits = lm_head(h[keep])                         [N, V]   (transformers' logits_to_keep)
+            loss = scale · Σ CE(logits, labels[:, 1:][keep[:, :-1]]) / num_items_in_batch   (mean without it)
+                   + w · (router_aux_loss_coef · L_aux + router_z_loss_coef · L_z)
+
+        ``scale`` is Trainer's device factor and ``w = 1/steps`` where Trainer will not divide the loss by the
+        accumulation steps (else 1): exactly what the model's loss plus Trainer's scaling give."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        keep = answer_logit_mask(labels)
+        targets = labels[:, 1:][keep[:, :-1]]  # [N]
+        outputs = model(**inputs, logits_to_keep=keep)
+        logits = outputs.logits.float().reshape(-1, outputs.logits.shape[-1])  # [N, V]
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            total = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+            loss = total / torch.as_tensor(num_items_in_batch, device=total.device)
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, targets)
+        loss = loss * self._trainer_loss_scale(num_items_in_batch)
+        aux = getattr(self.accelerator.unwrap_model(model), "get_router_aux_loss", None)  # DDP wraps it
+        extra = aux(weighted=True) if model.training and callable(aux) else None
+        if extra is not None:
+            steps = getattr(self, "current_gradient_accumulation_steps", 1)
+            weight = 1 / steps if self._loss_is_scaled_for_ga(num_items_in_batch) else 1.0
+            loss = loss + extra.to(loss.dtype) * weight
+        return loss
+
+    def _answer_logits_apply(self, model, inputs, return_outputs: bool) -> bool:
+        if not self.answer_logits or return_outputs or "labels" not in inputs or inputs["labels"].dim() != 2:
+            return False
+        if self.compute_loss_func is not None or self.label_smoother is not None:
+            return False
+        unwrapped = self.accelerator.unwrap_model(model)
+        cached = self.__dict__.setdefault("_answer_logits_support", {})
+        if id(unwrapped) not in cached:
+            cached[id(unwrapped)] = supports_answer_logits(unwrapped)
+        return cached[id(unwrapped)]
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "heads" not in inputs and self._answer_logits_apply(model, inputs, return_outputs):
+            return self.answer_logits_loss(model, inputs, num_items_in_batch)
         if "heads" not in inputs:
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             loss = result[0] if return_outputs else result

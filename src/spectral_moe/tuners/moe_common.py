@@ -39,12 +39,12 @@ from torch import nn
 
 from ..routing import (
     ROUTER_FEATURES,
+    RouterStatistics,
     Routing,
     data_parallel_world_size,
     route,
     router_loss_stats,
     router_losses_from_stats,
-    router_statistics,
 )
 from ..spectral.fourier import fft_dtype, input_spectrum, log_band_energies
 
@@ -326,7 +326,7 @@ class RoutedLayerMixin(BaseTunerLayer):
             if not self.training:
                 stats.prob_sum, stats.lse_sq_sum = stats.prob_sum.detach(), stats.lse_sq_sum.detach()
             self._router_losses[adapter_name] = stats
-        self.router_stats[adapter_name] = router_statistics(routing)
+        self.router_stats[adapter_name] = RouterStatistics(routing)  # computed when read (logged)
         return routing
 
     def has_adapter(self, adapter_name: str) -> bool:
@@ -608,7 +608,9 @@ class RoutedTunerMixin(BaseTuner):
         if module.training and loss is not None:
             extra = self.get_router_aux_loss(weighted=True)
             if extra is not None:
-                if loss.requires_grad and not extra.requires_grad and extra.item() != 0:
+                config = self.peft_config[self.active_adapters[0]]
+                weighted = bool(config.router_aux_loss_coef or config.router_z_loss_coef)  # floats: no sync
+                if loss.requires_grad and not extra.requires_grad and weighted:
                     # reentrant gradient checkpointing runs the layers under no_grad first: the losses
                     # they recorded carry no graph, so the routers would silently miss this term
                     warnings.warn(

@@ -100,6 +100,10 @@ class FrameLayer(RoutedLayerMixin):
         )
         self._create_router(adapter_name, config)
         self._move_adapter_to_device_of_base_layer(adapter_name)
+        cache = self.__dict__.setdefault("_spatial_only_cache", {})
+        cache.pop(adapter_name, None)
+        if not config.learn_order:  # the host copy of the orders: no device read later
+            cache[adapter_name] = (self.frame_order_fixed[adapter_name]._version, bool((orders == 0).all()))
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
     def frame_orders(self, adapter_name: str) -> torch.Tensor:
@@ -119,10 +123,21 @@ class FrameLayer(RoutedLayerMixin):
         return config.lora_alpha / config.r
 
     def _spatial_only(self, adapter_name: str) -> bool:
-        """All orders fixed at exactly 0: plain LoRA experts, no transform needed."""
-        return adapter_name in self.frame_order_fixed and bool(
-            (self.frame_order_fixed[adapter_name] == 0).all()
-        )
+        """All orders fixed at exactly 0: plain LoRA experts, no transform needed.
+
+        Known from the initial orders on the host when the adapter is created; read back from the device only
+        after an in-place write to the fixed orders (their version counter, e.g. ``load_state_dict``), never
+        once per forward: no host sync on the forward path."""
+        if adapter_name not in self.frame_order_fixed:
+            return False
+        orders = self.frame_order_fixed[adapter_name]
+        key = orders._version  # a device move makes a fresh tensor (version 0) with the same values
+        cache = self.__dict__.setdefault("_spatial_only_cache", {})
+        cached = cache.get(adapter_name)
+        if cached is None or cached[0] != key:
+            cached = (key, bool((orders == 0).all()))
+            cache[adapter_name] = cached
+        return cached[1]
 
     def effective_factors(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Real factors the tokens see: ``A' [Z, k, d_in]``, ``B' [Z, d_out, k]`` (k = r or 2r).
