@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...spectral.frame import EXPERT_MODES
 from ..moe_common import RoutedAdapterConfig, check_choice, check_int
 
 TRANSFORMS = ("chirp", "hermite", "weighted")
@@ -68,6 +69,15 @@ class FrameConfig(RoutedAdapterConfig):
             1/3 … 1, which cannot fit a spatial update, and FRAME stays at ~1e-2 (weighted), 9e-2
             (hermite) and 0.11 (chirp) of the target's power; with the bias, 2e-4 … 6e-4 (1.8e-3 with
             the load-balancing loss at 0.01) (results/frame_orders.md). FourierMoE's default is False.
+        expert_mode: how the token side meets the experts: ``"all"`` (every expert's low-rank matmuls for
+            every token, the gates zeroing the unrouted ones: two dense matmuls), ``"routed"`` (only each
+            token's ``top_k`` experts: tokens grouped by expert, ``torch._grouped_mm``; float32/bf16/fp16 with
+            widths a multiple of 16 bytes, else all experts) or ``"auto"`` (default: the cost model
+            ``spectral.frame.routed_is_cheaper`` decides per call from the shapes; no host sync). Both give
+            the same output and gradients up to rounding. On the CPU routed pays off with many experts per
+            routed one and wide experts: ``top_k = 2`` and ``k·(Z − 2) > 120``, ``k = r`` for MoE-LoRA and
+            ``2r`` for FRAME (the default ``Z = 8``, ``r = 8``: all experts; ``Z = 16``, ``r = 8``: routed
+            for FRAME, all for MoE-LoRA; results/perf_frame.md).
         init_weights / init_lora_weights: the same flag under two names (``init_weights`` as
             FourierMoE and peft's generic harness call it): ``True`` (default) → ``B = 0`` (adapted model
             = base model at step 0); ``False`` → ``B`` random too (tests and ablations). Giving both with
@@ -92,6 +102,12 @@ class FrameConfig(RoutedAdapterConfig):
         default=None,
         metadata={"help": "Learnable router logit bias, zero-initialised; None: True (format_version >= 2)."},
     )
+    expert_mode: str = field(
+        default="auto",
+        metadata={
+            "help": f"One of {list(EXPERT_MODES)}: all experts per token, only the routed ones, or the cost model."
+        },
+    )
     init_lora_weights: bool | None = field(
         default=None, metadata={"help": "B starts at zero (default True)."}
     )
@@ -107,6 +123,7 @@ class FrameConfig(RoutedAdapterConfig):
         self.peft_type = peft_type("frame")
         check_int("r", self.r, 1)
         check_choice("transform", self.transform, TRANSFORMS)
+        check_choice("expert_mode", self.expert_mode, EXPERT_MODES)
         self._resolve_init_flag()
         if self.learn_order is None:
             self.learn_order = self.transform in LEARNED_BY_DEFAULT

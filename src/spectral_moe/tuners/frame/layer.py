@@ -25,7 +25,15 @@ import torch
 from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
-from ...spectral.frame import apply_lowrank_experts, default_order_lr, dense_delta_weight, transformed_factors
+from ...spectral.frame import (
+    apply_lowrank_experts,
+    apply_routed_lowrank_experts,
+    default_order_lr,
+    dense_delta_weight,
+    routed_is_cheaper,
+    routed_path_available,
+    transformed_factors,
+)
 from ..moe_common import RoutedLayerMixin, linear_features
 from .config import FrameConfig
 
@@ -196,7 +204,31 @@ class FrameLayer(RoutedLayerMixin):
         FRAME transforms the factors, never the tokens)."""
         lora_a, lora_b = self.effective_factors(adapter_name)
         x = self.frame_dropout[adapter_name](x)
-        return apply_lowrank_experts(x, lora_a, lora_b, gates, self._scale(adapter_name))
+        scale = self._scale(adapter_name)
+        if self._routed_path(adapter_name, x, lora_a, lora_b):
+            top_k = self.frame_config[adapter_name].top_k
+            return apply_routed_lowrank_experts(x, lora_a, lora_b, gates, top_k, scale)
+        return apply_lowrank_experts(x, lora_a, lora_b, gates, scale)
+
+    def _routed_path(
+        self, adapter_name: str, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor
+    ) -> bool:
+        """``expert_mode``: ``"routed"`` where the grouped matmul can run; ``"auto"``: also the cost model
+        ``routed_is_cheaper`` (fitted without autocast: under autocast all experts). Shapes only, no sync."""
+        config = self.frame_config[adapter_name]
+        if config.expert_mode == "all" or config.top_k >= config.num_experts:
+            return False
+        if config.expert_mode == "auto":  # the cost model first: it never probes a device it has no fit for
+            device_type = x.device.type
+            if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+                return False
+            num_experts, k, d_in = lora_a.shape
+            tokens = x.numel() // d_in
+            if not routed_is_cheaper(
+                tokens, d_in, lora_b.shape[1], num_experts, k, config.top_k, device_type
+            ):
+                return False
+        return routed_path_available(x, lora_a, lora_b)
 
 
 class FrameLinear(nn.Module, FrameLayer):
