@@ -114,6 +114,7 @@ def fake_train(monkeypatch):
             "trainable_params": 100,
             **({"base": {"tasks": {"t": {"acc": 0.3}}, "macro_acc": 0.3}} if cfg.eval_base else {}),
         }
+        (out / "predictions.json").write_text(json.dumps({"tuned": {}}))
         (out / "metrics.json").write_text(json.dumps(metrics))
         return metrics
 
@@ -225,6 +226,9 @@ def test_library_version_and_provenance_decide_reuse(tmp_path, fake_train, task,
     # a run from before provenance.json existed cannot show its version: retrained
     (tmp_path / "run" / "provenance.json").unlink()
     assert "provenance.json" in reuse_mismatch(cfg)
+    # a run without per-example records (older harness) cannot be paired in a bootstrap: retrained
+    (tmp_path / "run" / "predictions.json").unlink()
+    assert "predictions.json" in reuse_mismatch(cfg)
 
 
 def test_changed_data_spec_retrains_but_extra_split_fields_do_not(tmp_path, fake_train, task):

@@ -322,13 +322,16 @@ def evaluate_task(
     *,
     allow_code_execution: bool | None = None,
     autocast_dtype: torch.dtype | None = None,
+    hits: dict[str, list[int]] | None = None,
 ) -> dict:
     """Metrics of one task: log-likelihood accuracy for multiple choice, exact match for free-form,
     pass@1 for code (``answer_style == "code_execution"``, which needs ``allow_code_execution`` or
     ``$SPECTRAL_MOE_ALLOW_CODE_EVAL=1``, checked before the model runs); ``truncated`` is the fraction of
     examples whose prompt did not fit ``max_length`` whole. ``autocast_dtype`` (``torch.bfloat16``,
     ``torch.float16``; default ``None``: the model's own precision) runs the log-likelihood forwards
-    under ``torch.autocast``; generation keeps the model's precision."""
+    under ``torch.autocast``; generation keeps the model's precision. ``hits``, when given, receives
+    each multiple-choice example's 0/1 correctness in order (``hits["acc"]``, ``hits["acc_norm"]``; the
+    per-example records of ``evaluation.tasks``)."""
     styles = {ex.meta.get("answer_style") for ex in examples}
     if "code_execution" in styles:
         if len(styles) > 1:
@@ -342,9 +345,14 @@ def evaluate_task(
     model.eval()
     try:
         if kind == "multiple_choice":
-            metrics = score_multiple_choice(
+            metrics, results = score_multiple_choice(
                 model, tokenizer, examples, batch_size, max_length, autocast_dtype=autocast_dtype
-            )[0]
+            )
+            if hits is not None:
+                hits["acc"] = [int(r.pred == r.label) for r in results]
+                hits["acc_norm"] = [
+                    int(r.pred_norm(ex.choices) == r.label) for r, ex in zip(results, examples)
+                ]
             if all(numeric_target(ex) is not None for ex in examples):  # arithmetic: also by generation
                 em = score_exact_match(
                     model, tokenizer, examples, max_new_tokens=8, batch_size=batch_size, max_length=max_length

@@ -270,6 +270,8 @@ def run_compare(
     lr_multipliers: list[float] | None = None,
     lr_extend: int = 0,
     method_options: dict[str, dict[str, Any]] | None = None,
+    variants: dict[str, tuple[str, dict[str, Any]]] | None = None,
+    sweep_changes: dict[str, Any] | None = None,
 ) -> str:
     """Train every (method, seed), write ``results.md``, ``results.json`` and figures; return the markdown.
 
@@ -281,8 +283,28 @@ def run_compare(
     whose best multiplier is at an edge of the grid goes on past it, up to ``E`` points per side
     (:func:`sweep_learning_rate`). Finished runs are reused when nothing that made them changed
     (:func:`train_or_reuse`), so an interrupted compare resumes where it stopped.
+
+    ``variants`` (``{label: (method, options)}``) names extra arms: a ``label`` in ``methods`` runs
+    ``method`` with its adapter options updated by ``options`` (``"frame-hermite": ("frame",
+    {"transform": "hermite"})``), sized, swept and reported under ``label`` (run directories
+    ``runs/<label>-s<seed>``). ``sweep_changes`` (``{RunConfig field: value}``, e.g. ``{"max_eval": 200,
+    "steps": 150}``) apply to the sweep's validation runs only: a smaller validation subset or fewer
+    steps make the sweep cheaper (``max_eval`` keeps the first examples of a fixed order, so the
+    training split is the same); they are saved in ``results.json`` (``sweep_changes``).
     """
-    adapters = method_adapters(methods, dict(base_cfg.adapter), method_options)
+    variants = variants or {}
+    sweep_changes = dict(sweep_changes or {})
+    bad = sorted(set(sweep_changes) - {f.name for f in dataclasses.fields(base_cfg)})
+    if bad:
+        raise ValueError(f"sweep_changes: {bad} are not run options")
+    method_of = {label: variants[label][0] if label in variants else label for label in methods}
+    by_method = method_adapters(
+        list(dict.fromkeys(method_of.values())), dict(base_cfg.adapter), method_options
+    )
+    adapters = {
+        label: {**by_method[method_of[label]], **(variants[label][1] if label in variants else {})}
+        for label in methods
+    }
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {}
     options: dict[str, dict] = {}
@@ -290,53 +312,57 @@ def run_compare(
     rates_used: dict[str, dict[str, Any]] = {}
     sweeps: dict[str, dict[float, float]] = {}
     base_metrics = None
-    for method in methods:
-        adapter = adapters[method]
+    for label in methods:
+        method = method_of[label]
+        adapter = adapters[label]
         if budget_params:
             targets = target_modules_of(base_cfg)
             adapter = solve_budget(
                 base_cfg.model, method, targets, base_cfg.task_type, budget_params, **adapter
             )
-        options[method] = dict(adapter)
-        scales[method] = scale_convention(method, **adapter)
+        options[label] = dict(adapter)
+        scales[label] = scale_convention(method, **adapter)
         rates: dict[str, float] = {}
         if lr_multipliers:
 
-            def score(mult: float, method: str = method, adapter: dict = adapter) -> float:
+            def score(
+                mult: float, method: str = method, label: str = label, adapter: dict = adapter
+            ) -> float:
                 cfg = dataclasses.replace(
                     base_cfg,
                     method=method,
                     seed=seeds[0],
                     adapter=adapter,
-                    out=str(out / "sweep" / f"{method}-lr{mult:g}"),
+                    out=str(out / "sweep" / f"{label}-lr{mult:g}"),
                     eval_base=False,
                     eval_split="validation",
                     **learning_rates(method, base_cfg, mult),
+                    **sweep_changes,
                 )
                 return macro_score(train_or_reuse(cfg, log=print)["tuned"])
 
             scores = sweep_learning_rate(score, lr_multipliers, extend=lr_extend)
-            sweeps[method] = scores
+            sweeps[label] = scores
             best = best_multiplier(scores)
             rates = learning_rates(method, base_cfg, best)
-            options[method]["lr×"] = best
-        rates_used[method] = {**learning_rates(method, base_cfg, 1.0), **rates}
+            options[label]["lr×"] = best
+        rates_used[label] = {**learning_rates(method, base_cfg, 1.0), **rates}
         if method == "frame":
-            rates_used[method]["order_lr"] = base_cfg.order_lr if base_cfg.order_lr is not None else "default"
+            rates_used[label]["order_lr"] = base_cfg.order_lr if base_cfg.order_lr is not None else "default"
         for seed in seeds:
             cfg = dataclasses.replace(
                 base_cfg,
                 method=method,
                 seed=seed,
                 adapter=adapter,
-                out=str(out / "runs" / f"{method}-s{seed}"),
+                out=str(out / "runs" / f"{label}-s{seed}"),
                 eval_base=base_metrics is None,
                 **rates,
             )
             metrics = train_or_reuse(cfg, log=print)
             if base_metrics is None:
                 base_metrics = metrics.get("base")
-            runs.setdefault(method, []).append(metrics)
+            runs.setdefault(label, []).append(metrics)
     table = summarize(runs, base_metrics, options, scales, rates_used)
     (out / "results.json").write_text(
         json.dumps(
@@ -347,6 +373,8 @@ def run_compare(
                 "scale": scales,
                 "learning_rates": rates_used,
                 "lr_sweep": sweeps,
+                "sweep_changes": sweep_changes,
+                "variants": {k: [m, o] for k, (m, o) in variants.items() if k in methods},
             },
             indent=2,
         )
@@ -360,8 +388,10 @@ def run_compare(
             "",
             table,
             "",
-            *[f"- {COUNT_NOTES[m]}." for m in methods if m in COUNT_NOTES],
-            *([""] if any(m in COUNT_NOTES for m in methods) else []),
+            *[f"- {COUNT_NOTES[m]}." for m in dict.fromkeys(method_of.values()) if m in COUNT_NOTES],
+            *([""] if any(m in COUNT_NOTES for m in method_of.values()) else []),
+            *[f"- {k}: {m} with {o}." for k, (m, o) in variants.items() if k in methods],
+            *([f"- sweep runs changed {sweep_changes}.", ""] if sweep_changes else []),
             *sweep_table(sweeps),
             *[f"![{p.stem}](figures/{p.name})" for p in figures],
         ]

@@ -1,10 +1,16 @@
-"""The results of a compare as a markdown table and figures (mean ± sample std over seeds)."""
+"""The results of a compare as a markdown table and figures (mean ± sample std over seeds); the
+per-example hit matrices of finished runs and paired-bootstrap intervals between methods.
+"""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ..analysis.bootstrap import BootstrapResult, paired_bootstrap
+from ..evaluation.runs import load_records
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -138,3 +144,73 @@ def plot_compare(runs: dict[str, list[dict]], base: dict | None, folder: Path) -
     fig.savefig(scatter, dpi=120)
     plt.close(fig)
     return [bar, scatter]
+
+
+# --------------------------------------------------------------------------------------------
+# per-example records: hit matrices and paired bootstrap intervals
+# --------------------------------------------------------------------------------------------
+HitMatrices = dict[str, tuple[list[str], list[list[int]]]]
+
+
+def hit_matrices(
+    run_dirs: Sequence[str | Path], metric: str = "acc", which: str = "tuned"
+) -> HitMatrices | None:
+    """``{task: (uids, hits)}`` of finished runs (one row of ``hits`` per run, one column per example, in
+    the runs' shared example order) from their ``predictions.json``; ``None`` when any run has no
+    records (an older run, or one not finished). Runs whose examples differ raise ``ValueError``."""
+    out: HitMatrices = {}
+    for run in run_dirs:
+        records = load_records(run, which)
+        if records is None:
+            return None
+        if out and sorted(records) != sorted(out):
+            raise ValueError(f"{run}: tasks {sorted(records)}, the other runs have {sorted(out)}")
+        for task, rec in records.items():
+            if task not in out:
+                out[task] = (list(rec["uid"]), [])
+            if rec["uid"] != out[task][0]:
+                raise ValueError(f"{run}: the examples of {task} differ from the other runs'")
+            out[task][1].append([int(v) for v in rec[metric]])
+    return out or None
+
+
+def paired_hits(
+    a: HitMatrices, b: HitMatrices
+) -> tuple[dict[str, list[list[int]]], dict[str, list[list[int]]]]:
+    """The hit matrices of ``a`` and ``b`` restricted to the examples both scored, in ``a``'s order
+    (paired by uid); a task either lacks, or one without a shared example, is left out."""
+    pa, pb = {}, {}
+    for task in sorted(set(a) & set(b)):
+        ua, ha = a[task]
+        ub, hb = b[task]
+        where = {u: i for i, u in enumerate(ub)}
+        keep = [(i, where[u]) for i, u in enumerate(ua) if u in where]
+        if not keep:
+            continue
+        pa[task] = [[row[i] for i, _ in keep] for row in ha]
+        pb[task] = [[row[j] for _, j in keep] for row in hb]
+    return pa, pb
+
+
+def bootstrap_difference(
+    a: HitMatrices, b: HitMatrices, *, n_resamples: int = 10_000, seeds: str = "resample", rng: int = 0
+) -> BootstrapResult:
+    """:func:`~spectral_moe.analysis.bootstrap.paired_bootstrap` of ``a − b`` on the examples both scored."""
+    import numpy as np
+
+    pa, pb = paired_hits(a, b)
+    if not pa:
+        raise ValueError("the two methods share no scored example")
+    return paired_bootstrap(
+        {t: np.asarray(v) for t, v in pa.items()},
+        {t: np.asarray(v) for t, v in pb.items()},
+        n_resamples=n_resamples,
+        seeds=seeds,
+        rng=rng,
+    )
+
+
+def ci_cell(result: BootstrapResult) -> str:
+    """``+1.2 [+0.3, +2.1]`` (points) with ``**resolved**`` when the interval excludes 0."""
+    text = f"{100 * result.difference:+.1f} [{100 * result.low:+.1f}, {100 * result.high:+.1f}]"
+    return f"{text} **resolved**" if result.resolved else text

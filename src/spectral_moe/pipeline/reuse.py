@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import atomic_write_json
+from ..evaluation.runs import RECORDS_FILE
 from ..training.config import load_run_tasks
 from ..training.loop import run_peft_config
 from ..training.methods import needs_tokenizer, tokenizer_options
@@ -119,7 +120,8 @@ def reuse_mismatch(cfg) -> str | None:
     * ``adapter/adapter_config.json`` against :func:`resolved_adapter_config`, so a changed library
       default (``DEFAULTS`` in ``training/methods.py`` or a config class's field default) retrains;
     * ``splits.json`` against :func:`data_spec`: the same tasks, and for each every field the split
-      record has now (extra fields the run wrote are not compared).
+      record has now (extra fields the run wrote are not compared);
+    * and the run has its per-example records (``predictions.json``), which paired comparisons need.
     """
     run = Path(cfg.out)
     files = {
@@ -130,6 +132,7 @@ def reuse_mismatch(cfg) -> str | None:
             PROVENANCE_FILE,
             "adapter/adapter_config.json",
             "splits.json",
+            RECORDS_FILE,
         )
     }
     missing = [name for name, path in files.items() if not path.is_file()]

@@ -8,8 +8,12 @@ A run directory holds::
     heads.json           encoders: each task's block of classifier outputs (offset, size)
     truncation.json      per task, the fraction of training and evaluation prompts cut to max_length
     train_log.jsonl      loss, learning rate, router load per layer and expert, FRAME orders
+    predictions.json     per task, each evaluated example's index, uid and acc / acc_norm hits, of the
+                         tuned model (and of the base model where this run scored it); written before
+                         metrics.json (``spectral_moe.evaluation.runs.load_records`` reads it)
     metrics.json         per-task metrics of the base model and the tuned model, macro averages; the
-                         precision the run resolved to (``precision``: requested and resolved)
+                         precision the run resolved to (``precision``: requested and resolved); written
+                         last, so a run directory with it is finished
     checkpoints/         Trainer checkpoints (for --resume)
     figures/             training_curve.png
 
@@ -43,6 +47,7 @@ from ..cache import atomic_write_json
 from ..data import TaskData
 from ..data.features import head_layout, num_labels_for
 from ..data.types import Example
+from ..evaluation.runs import save_records
 from ..evaluation.tasks import evaluate_tasks
 from ..models import load_model
 from ..precision import resolve_precision
@@ -136,6 +141,7 @@ def train(
     if main:
         atomic_write_json(out / "splits.json", {t.name: t.describe() for t in tasks})
     metrics: dict[str, Any] = {"method": cfg.method, "model": cfg.model, "seed": cfg.seed}
+    records: dict[str, dict] = {}  # predictions.json: per-example hits, kept out of metrics.json
     device_type = "cuda" if torch.cuda.is_available() else "cpu"  # where Trainer trains (training_arguments)
     precision = resolve_precision(
         cfg.precision, device_type
@@ -154,7 +160,9 @@ def train(
             cfg.eval_batch_size,
             cfg.max_length,
             precision=precision,
+            records=True,
         )
+        records["base"] = metrics["base"].pop("records")
 
     model = adapt(cfg, model, tokenizer)
     metrics["trainable_params"] = trainable_parameters(model)
@@ -196,7 +204,9 @@ def train(
         cfg.eval_batch_size,
         cfg.max_length,
         precision=precision,
+        records=True,
     )
+    records["tuned"] = metrics["tuned"].pop("records")
     if not cfg.eval_base:  # the evaluation fractions are known only now
         truncation = truncation_report(cfg.max_length, tasks, stream, rows, metrics["tuned"], cfg.eval_split)
         atomic_write_json(out / "truncation.json", truncation)
@@ -205,6 +215,7 @@ def train(
                 log(line)
     metrics["eval_seconds"] = round(time.time() - t_eval, 2)
     metrics["total_seconds"] = round(time.time() - t0, 2)
+    save_records(out, cfg.eval_split, records)
     atomic_write_json(out / "metrics.json", metrics)
     (out / "figures").mkdir(exist_ok=True)
     plot_training_curve(out / "train_log.jsonl", out / "figures")
