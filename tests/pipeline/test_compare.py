@@ -22,6 +22,7 @@ from spectral_moe.pipeline.compare import (
     sweep_learning_rate,
     train_or_reuse,
 )
+from spectral_moe.pipeline.reuse import interrupted_run
 from spectral_moe.training.config import RunConfig
 from spectral_moe.training.methods import (
     DEFAULTS,
@@ -91,13 +92,22 @@ def test_single_point_sweep_steps_by_ten_and_empty_is_an_error():
 # --------------------------------------------------------------------------------------------
 # reusing finished runs
 # --------------------------------------------------------------------------------------------
+class Trained(list):
+    """The configs ``fake_train`` trained, and the ``resume`` flag of each call (``.resumed``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.resumed: list[bool] = []
+
+
 @pytest.fixture
 def fake_train(monkeypatch):
     """``train`` replaced by one that writes what a finished run holds; returns the list of configs trained."""
-    trained = []
+    trained = Trained()
 
-    def fake(cfg, progress=True):
+    def fake(cfg, resume=False, progress=True):
         trained.append(cfg)
+        trained.resumed.append(resume)
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
@@ -179,6 +189,25 @@ def test_adapter_config_saved_by_a_run_matches_the_one_built_now(
     key = "scaling" if "fourier" in method else "lora_alpha"
     monkeypatch.setitem(DEFAULTS[method], key, 123.0)
     assert compare.adapter_config_difference(cfg, saved).startswith(f"{key}: ")
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, fake_train, task):
+    cfg = RunConfig(method="lora", tasks=task, out=str(tmp_path / "run"), eval_base=False)
+    run = Path(cfg.out)
+    (run / "checkpoints" / "checkpoint-50").mkdir(parents=True)
+    (run / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    # a checkpoint still being written (no trainer_state.json) does not count
+    (run / "checkpoints" / "checkpoint-50" / "adapter_model.safetensors").write_bytes(b"x")
+    assert not interrupted_run(cfg)
+    (run / "checkpoints" / "checkpoint-50" / "trainer_state.json").write_text("{}")
+    assert interrupted_run(cfg)
+    # another config in the same directory: not this run's checkpoint
+    assert not interrupted_run(dataclasses.replace(cfg, lr=0.5))
+    train_or_reuse(cfg)
+    assert fake_train.resumed == [True]
+    # finished now: reused, and a finished run is never "interrupted"
+    train_or_reuse(cfg)
+    assert fake_train.resumed == [True] and not interrupted_run(cfg)
 
 
 def test_changed_library_default_retrains(tmp_path, fake_train, task, monkeypatch):

@@ -20,6 +20,7 @@ from ..evaluation.runs import RECORDS_FILE
 from ..training.config import load_run_tasks
 from ..training.loop import run_peft_config
 from ..training.methods import needs_tokenizer, tokenizer_options
+from ..training.trainer import last_checkpoint
 from . import run as run_module
 
 BOOKKEEPING_FIELDS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version")
@@ -163,9 +164,24 @@ def reuse_mismatch(cfg) -> str | None:
     return None
 
 
+def interrupted_run(cfg) -> bool:
+    """True when ``cfg.out`` holds an unfinished run of exactly ``cfg`` (the same ``run_config.json``, no
+    ``metrics.json``) with a complete Trainer checkpoint: :func:`train_or_reuse` then continues it from
+    that checkpoint instead of step 0 (a killed multi-hour study run loses at most ``save_steps``)."""
+    run = Path(cfg.out)
+    config = run / "run_config.json"
+    if (run / "metrics.json").is_file() or not config.is_file():
+        return False
+    previous = {**OLDER_RUN_DEFAULTS, **json.loads(config.read_text())}
+    if _first_difference(previous, _jsonable(dataclasses.asdict(cfg))) is not None:
+        return False
+    return last_checkpoint(run / "checkpoints") is not None
+
+
 def train_or_reuse(cfg, log: Callable[[str], None] | None = None) -> dict:
     """The metrics of ``train(cfg)``: those of the finished run in ``cfg.out`` when
-    :func:`reuse_mismatch` finds nothing changed (so an interrupted compare resumes), else a new run.
+    :func:`reuse_mismatch` finds nothing changed (so an interrupted compare resumes), else a new run;
+    an interrupted run of the same config continues from its last checkpoint (:func:`interrupted_run`).
 
     After training it writes ``provenance.json`` (library versions) next to ``metrics.json``.
     ``eval_base`` only adds the base model's scores, so which method of a compare scores the base model
@@ -177,7 +193,12 @@ def train_or_reuse(cfg, log: Callable[[str], None] | None = None) -> dict:
         return json.loads((Path(cfg.out) / "metrics.json").read_text())
     if log is not None and (Path(cfg.out) / "metrics.json").is_file():
         log(f"retraining {cfg.out}: {reason}")
-    metrics = run_module.train(cfg, progress=False)  # looked up at call time (tests replace it)
+    resume = interrupted_run(cfg)
+    if log is not None and resume:
+        log(f"resuming {cfg.out} from its last checkpoint")
+    metrics = run_module.train(
+        cfg, resume=resume, progress=False
+    )  # looked up at call time (tests replace it)
     if "rank" not in metrics:  # rank 0 of a multi-process run writes the run directory
         atomic_write_json(Path(cfg.out) / PROVENANCE_FILE, library_versions())
     return metrics
