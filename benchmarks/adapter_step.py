@@ -21,6 +21,10 @@ AdamW state) plus the peak of tensor memory allocated during one step above the 
 allocation records on CPU, ``max_memory_allocated`` on CUDA). The base weight, ``x`` and ``g`` are the
 same for every method and are not counted.
 
+``--precision bf16`` runs every method's forward (and the router aux loss) under
+``spectral_moe.precision.autocast("bf16", device)``, as training does (float32 weights, bf16 matmuls);
+the backward follows the forward's dtypes. ``fp32`` (default) runs plain float32.
+
 ``forward_mode="auto"`` rows print the cost model's choice and whether it was the faster of the
 measured fft and dense paths. The dense path of FourierMoE builds ``Z`` dense ``ΔW``; beyond
 ``--dense-max-gmac`` (``T·Z·d_out·d_in`` multiply-adds per matmul) it is skipped and marked so.
@@ -68,7 +72,7 @@ METHODS: dict[str, Method] = {
     "moelora-r16": _m("moelora", r=16, lora_alpha=32, **ROUTED),  # FRAME's floor: a rank-2r MoE-LoRA
     **{
         f"fouriermoe-n{n}-{mode}": _m("fouriermoe", n_frequency=n, forward_mode=mode, **ROUTED)
-        for n in (250, 1000)
+        for n in (250, 500, 1000)  # 500: the library's default n_frequency
         for mode in ("fft", "dense", "auto")
     },
     **{
@@ -141,6 +145,7 @@ class Runner:
     x: torch.Tensor
     grad_out: torch.Tensor
     base_params: tuple[torch.Tensor, ...]
+    precision: str = "fp32"
     times: list[float] = dataclasses.field(default_factory=list)
 
     def step(self) -> None:
@@ -150,9 +155,12 @@ class Runner:
         self.optimizer.step()
 
     def forward_backward(self) -> None:
-        y = self.model(self.x)
-        outputs, grads = [y], [self.grad_out]
-        aux = getattr(self.model.base_model, "get_router_aux_loss", lambda **_: None)(weighted=True)
+        from spectral_moe.precision import autocast
+
+        with autocast(self.precision, self.x.device.type):
+            y = self.model(self.x)
+            aux = getattr(self.model.base_model, "get_router_aux_loss", lambda **_: None)(weighted=True)
+        outputs, grads = [y], [self.grad_out.to(y.dtype)]
         if aux is not None:
             outputs.append(aux)
             grads.append(torch.ones_like(aux))
@@ -183,7 +191,12 @@ class Runner:
 
 
 def build_runner(
-    name: str, base: nn.Linear, x: torch.Tensor, grad_out: torch.Tensor, device: torch.device
+    name: str,
+    base: nn.Linear,
+    x: torch.Tensor,
+    grad_out: torch.Tensor,
+    device: torch.device,
+    precision: str = "fp32",
 ) -> Runner:
     import peft
 
@@ -192,11 +205,14 @@ def build_runner(
     model = peft.get_peft_model(OneLinear(base), peft_config(METHODS[name])).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    return Runner(name, model, optimizer, x, grad_out, tuple(base.parameters()))
+    return Runner(name, model, optimizer, x, grad_out, tuple(base.parameters()), precision)
 
 
 def auto_choice(runner: Runner, tokens: int) -> str:
-    return runner.layer().resolve_forward_mode("default", tokens)
+    from spectral_moe.precision import autocast
+
+    with autocast(runner.precision, runner.x.device.type):  # the choice depends on the active precision
+        return runner.layer().resolve_forward_mode("default", tokens)
 
 
 def run_case(
@@ -227,7 +243,7 @@ def run_case(
         if reason is not None:
             skipped[name] = reason
             continue
-        runners[name] = build_runner(name, base, x, grad_out, device)
+        runners[name] = build_runner(name, base, x, grad_out, device, args.precision)
     for i in range(args.warmup + args.repeats):
         for runner in runners.values():
             seconds = common.timed(runner.step, device)
@@ -306,9 +322,18 @@ CALIBRATION_N = (64, 250, 1000)
 
 
 def _path_steps(
-    d_out: int, d_in: int, tokens: int, n: int, device: torch.device, experts: int = 8, top_k: int = 2
+    d_out: int,
+    d_in: int,
+    tokens: int,
+    n: int,
+    device: torch.device,
+    experts: int = 8,
+    top_k: int = 2,
+    precision: str = "fp32",
 ) -> dict[str, Callable[[], None]]:
-    """Forward + backward of the FourierMoE update alone (FFT path and dense path), same inputs."""
+    """Forward + backward of the FourierMoE update alone (FFT path and dense path), same inputs; the
+    forwards run under ``precision``'s autocast (``spectral_moe.precision.autocast``)."""
+    from spectral_moe.precision import autocast
     from spectral_moe.spectral import bands, fourier
 
     rows, cols = bands.sample_positions(d_out, d_in, experts, n, "radial", 777)
@@ -326,14 +351,17 @@ def _path_steps(
         return torch.zeros_like(probs).scatter(-1, index, top / top.sum(-1, keepdim=True))
 
     def fft_step() -> None:
-        y = fourier.apply_fft(
-            x, coef_real, coef_imag, rows, cols, gates(), d_out, 150.0, top_k=top_k, plan=plan
-        )
-        y.backward(grad_out)
+        with autocast(precision, device.type):
+            y = fourier.apply_fft(
+                x, coef_real, coef_imag, rows, cols, gates(), d_out, 150.0, top_k=top_k, plan=plan
+            )
+        y.backward(grad_out.to(y.dtype))
 
     def dense_step() -> None:
-        dw = fourier.dense_delta_weight(coef_real, coef_imag, rows, cols, d_out, d_in, 150.0)
-        fourier.apply_dense(x, dw, gates()).backward(grad_out)
+        with autocast(precision, device.type):
+            dw = fourier.dense_delta_weight(coef_real, coef_imag, rows, cols, d_out, d_in, 150.0)
+            y = fourier.apply_dense(x, dw, gates())
+        y.backward(grad_out.to(y.dtype))
 
     return {"fft": fft_step, "dense": dense_step}
 
@@ -359,9 +387,13 @@ def _nonnegative_fit(features: torch.Tensor, seconds: torch.Tensor) -> torch.Ten
 
 
 def calibrate(args: argparse.Namespace, device: torch.device, log: Callable[[str], None]) -> str:
-    """Measure both FourierMoE paths on a grid, fit the cost-model constants, check the choices."""
+    """Measure both FourierMoE paths on a grid, fit the cost-model constants of ``--precision``
+    (``FITTED_SECONDS[precision]``), check the choices the library's constants make."""
     from spectral_moe.spectral import cost_model
     from spectral_moe.spectral.bands import band_capacity
+
+    precision = args.precision
+    table_constants = cost_model.FITTED_SECONDS[precision]
 
     shapes = common.parse_shapes(args.shapes if args.shapes != DEFAULT_SHAPES else CALIBRATION_SHAPES)
     tokens_list = common.parse_ints(
@@ -372,7 +404,7 @@ def calibrate(args: argparse.Namespace, device: torch.device, log: Callable[[str
         cap = band_capacity(d_out, d_in, 8, "radial")
         for n in sorted({min(n, cap) for n in CALIBRATION_N}):
             for tokens in tokens_list:
-                steps = _path_steps(d_out, d_in, tokens, n, device)
+                steps = _path_steps(d_out, d_in, tokens, n, device, precision=precision)
                 if tokens * 8 * d_out * d_in / 1e9 > args.dense_max_gmac / 20:
                     steps.pop("dense")  # far slower: measured on the benchmark shapes instead
                 times: dict[str, list[float]] = {k: [] for k in steps}
@@ -388,7 +420,7 @@ def calibrate(args: argparse.Namespace, device: torch.device, log: Callable[[str
                     + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in med.items())
                 )
     fits = {}
-    for path, terms in cost_model.FITTED_SECONDS.items():
+    for path, terms in table_constants.items():
         rows = [
             ([cost_model.path_work(t, o, i, 8, n, 2)[path][term] for term in terms], m[path])
             for o, i, t, n, m in cases
@@ -398,8 +430,8 @@ def calibrate(args: argparse.Namespace, device: torch.device, log: Callable[[str
         secs = torch.tensor([r[1] for r in rows], dtype=torch.float64)
         fits[path] = _nonnegative_fit(feats, secs)
     constants = [
-        f'FITTED_SECONDS["{path}"]["{term}"] = {value:.2e}'
-        for path, terms in cost_model.FITTED_SECONDS.items()
+        f'FITTED_SECONDS["{precision}"]["{path}"]["{term}"] = {value:.2e}'
+        for path, terms in table_constants.items()
         for term, value in zip(terms, fits[path].tolist())
     ]
     table = []
@@ -409,7 +441,8 @@ def calibrate(args: argparse.Namespace, device: torch.device, log: Callable[[str
             float(torch.tensor(list(work[path].values()), dtype=torch.float64) @ fits[path])
             for path in ("fft", "dense")
         )
-        pick = "fft" if cost_model.fft_is_cheaper(tokens, d_out, d_in, 8, n, 2) else "dense"
+        cheaper = cost_model.fft_is_cheaper(tokens, d_out, d_in, 8, n, 2, precision=precision)
+        pick = "fft" if cheaper else "dense"
         t_dense = med.get("dense", float("nan"))
         faster = ("fft" if med["fft"] < t_dense else "dense") if t_dense == t_dense else "fft (dense not run)"
         table.append(
@@ -441,7 +474,7 @@ def calibrate(args: argparse.Namespace, device: torch.device, log: Callable[[str
     report = (
         "\n".join(
             [
-                "## Cost-model calibration (FourierMoE update alone, 8 experts, top-2, fwd + bwd)",
+                f"## Cost-model calibration, {precision} (FourierMoE update alone, 8 experts, top-2, fwd + bwd)",
                 "",
                 "Fitted constants (seconds per unit):",
                 "",
@@ -481,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="fp32, or bf16 autocast around every forward (as training with precision=bf16)",
+    )
     ap.add_argument("--dense-max-gmac", type=float, default=600.0, help="skip FourierMoE dense beyond this")
     ap.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory step")
     ap.add_argument(
@@ -510,7 +549,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
     log(env_start)
     if args.calibrate:
         command = "python benchmarks/adapter_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        report = f"# FourierMoE cost-model calibration\n\nCommand: `{command}`\n\nStart: {env_start}.\n\n"
+        report = f"# FourierMoE cost-model calibration ({args.precision})\n\nCommand: `{command}`\n\nStart: {env_start}.\n\n"
         report += calibrate(args, device, log)
         if args.out:
             with open(args.out, "w", encoding="utf-8") as fh:
@@ -531,7 +570,8 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
         "",
         f"Start: {env_start}. End: {common.environment(device)}.",
         "",
-        f"Median of {args.repeats} timed round(s) after {args.warmup} warm-up round(s); methods timed "
+        f"Precision {args.precision}. Median of {args.repeats} timed round(s) after {args.warmup} "
+        "warm-up round(s); methods timed "
         "round-robin in one process. `step ms`: forward + backward (x requires grad) + AdamW step. "
         "`peak MB`: adapter tensors + optimizer state + peak of tensor memory allocated during one step "
         "(base weight, x and the output gradient excluded).",

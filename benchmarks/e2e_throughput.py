@@ -14,6 +14,11 @@ tokenizer (``--batch-size`` × ``--seq-len`` tokens, labels = inputs).
 * train tokens/s: ``model(ids, labels=ids).loss`` (router aux loss included) → backward →
   optimizer step → zero_grad, ``--warmup`` untimed steps then the median of ``--steps``.
 * eval tokens/s: ``model.eval()`` under ``torch.inference_mode()``, the same batches, same count.
+* ``--precision fp32|bf16|auto``: resolved by ``spectral_moe.precision.resolve_precision`` and applied
+  as training applies it (``training.loop.training_arguments`` → the Trainer's ``bf16=True``): the
+  forward and the loss under ``spectral_moe.precision.autocast`` (bf16 autocast, float32 weights and
+  adapter master copies), backward and optimizer step outside it; evaluation forwards under the same
+  autocast. The resolved precision is printed with the table.
 * peak RSS: the process's resident-set high-water mark (``VmHWM``), reset after the model is loaded
   (``/proc/self/clear_refs``) and read after the training steps, so it covers training only
   (model weights included); ``RSS loaded``: resident memory before training. On CUDA the columns are
@@ -131,6 +136,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
     import spectral_moe  # noqa: F401  (registers the methods with peft)
     from spectral_moe import create_optimizer
+    from spectral_moe.precision import autocast, resolve_precision
     from spectral_moe.training.methods import (
         DEFAULT_LR,
         DEFAULT_ORDER_LR,
@@ -141,6 +147,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     device = common.resolve_device(cfg["device"])
+    precision = resolve_precision(cfg.get("precision", "fp32"), device.type)
     torch.manual_seed(0)
     model, ids = load(cfg["model"], device)
     method = cfg["method"]
@@ -160,7 +167,8 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     tokens = cfg["batch_size"] * cfg["seq_len"]
 
     def train_step(batch: torch.Tensor) -> None:
-        loss = model(input_ids=batch, labels=batch).loss
+        with autocast(precision, device.type):  # as the Trainer's bf16=True: forward and loss only
+            loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -174,7 +182,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     train_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mib()
     model.eval()
     eval_times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device.type):
         for b in data:
             eval_times.append(common.timed(lambda b=b: model(input_ids=b, labels=b), device))
     warm = cfg["warmup"]
@@ -187,6 +195,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         "loaded_mib": loaded_mib if device.type == "cpu" else torch.cuda.memory_allocated(device) / 2**20,
         "peak_reset": reset_ok,
         "threads": torch.get_num_threads(),
+        "precision": precision,
     }
 
 
@@ -257,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rounds", type=int, default=1, help="run the method list this many times, alternating")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "auto"),
+        help="as RunConfig.precision: bf16 autocast around forward + loss (training's path), or fp32",
+    )
+    ap.add_argument(
         "--set", action="append", default=[], help="METHOD.OPTION=VALUE adapter option (repeatable)"
     )
     ap.add_argument(
@@ -299,6 +314,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
                 "threads": args.threads,
                 "device": args.device,
                 "overrides": overrides,
+                "precision": args.precision,
             }
             r = run_method(cfg, not args.in_process)
             runs[method].append(r)
@@ -337,6 +353,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
             "",
             f"Start: {env_start}. End: {common.environment(device)}.",
             "",
+            f"Precision {args.precision} (resolved: {sorted({r['precision'] for r in results.values()})}). "
             f"Model {args.model}, targets {targets}, batch {args.batch_size} × {args.seq_len} tokens, "
             f"median of {args.steps} steps after {args.warmup} warm-up steps, median over {args.rounds} "
             f"round(s) (methods alternate, a fresh process each); {memory_note} (largest over rounds).",

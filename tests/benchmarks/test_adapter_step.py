@@ -78,7 +78,8 @@ def test_calibration_fits_nonnegative_constants():
         log=lambda *_: None,
     )
     constants = [line.split(" = ") for line in report.splitlines() if line.startswith("FITTED_SECONDS[")]
-    assert len(constants) == sum(map(len, cost_model.FITTED_SECONDS.values())) == 7
+    assert len(constants) == sum(map(len, cost_model.FITTED_SECONDS["fp32"].values())) == 7
+    assert all(name.startswith('FITTED_SECONDS["fp32"]') for name, _ in constants)  # --precision default
     assert all(float(v) >= 0 for _, v in constants)
     assert (
         len(_rows(report, "| 32x32 |")) == 2

@@ -309,19 +309,22 @@ class _SpectralMix(torch.autograd.Function):
         grad_x = grad_coef = grad_gates = None
         if need_coef or need_gates:
             p = _gather_terms(_doubled_spectrum(spec, swapped=True), in_index, shape).mul_(d_terms)
-            if need_gates:  # vecdot(a, b) = Σ conj(a)·b, so this is Σ_j conj(c'')·P
-                grad_gates = torch.linalg.vecdot(coef_conj_b.conj(), p).real.to(gates.dtype)
+            p_real = torch.view_as_real(p).flatten(-2)  # [T, k or Z, 2n]: (Re P, Im P) interleaved
+            coef_pairs = torch.view_as_real(coef.resolve_conj()).flatten(-2)  # [Z, 2n], same interleaving
+            if need_gates:  # Re Σ_j conj(c'')·P = Σ (Re c'' Re P + Im c'' Im P): one real GEMM
+                if experts is None:
+                    grad_gates = torch.einsum("tzm,zm->tz", p_real, coef_pairs)
+                else:  # [T·k, 2n] @ [2n, Z] against every expert, then each pair's own column
+                    every = p_real.reshape(-1, p_real.shape[-1]) @ coef_pairs.T
+                    grad_gates = every.gather(1, experts.reshape(-1, 1)).view(experts.shape)
+                grad_gates = grad_gates.to(gates.dtype)
             if need_coef:
                 if experts is None:
-                    grad_coef = torch.einsum("tz,tzn->zn", gates_r.squeeze(-1).to(p.dtype), p)
-                else:  # Σ over the (token, slot) pairs routed to z of g·P: a real GEMM [Z, T·k] @ [T·k, 2n]
-                    slots, n = experts.shape[1], coef.shape[1]
-                    pair_gates = torch.zeros(
-                        coef.shape[0], tokens * slots, dtype=real_dtype, device=spec.device
-                    )
-                    pair_gates.scatter_(0, experts.view(1, -1), gates_r.view(1, -1))
-                    summed = pair_gates @ torch.view_as_real(p).view(tokens * slots, 2 * n)
-                    grad_coef = torch.view_as_complex(summed.view(-1, n, 2))
+                    summed = torch.einsum("tz,tzm->zm", gates_r.squeeze(-1), p_real)
+                else:  # Σ over the (token, slot) pairs routed to z of g·P: rows added into expert z
+                    weighted = p_real.mul_(gates_r).reshape(-1, p_real.shape[-1])
+                    summed = torch.zeros_like(coef_pairs).index_add_(0, experts.reshape(-1), weighted)
+                grad_coef = torch.view_as_complex(summed.view(*coef.shape, 2))
             del p
         if need_x:
             d_a = d_terms.mul_(coef_conj_b).mul_(gates_r)
@@ -331,6 +334,15 @@ class _SpectralMix(torch.autograd.Function):
             real_edge_bins_(d_spec, plan.d_in)  # Im ∂L/∂R at bins 0, N/2 meets sin(0) = 0: no effect on x
             grad_x = torch.fft.irfft(d_spec, n=plan.d_in, dim=-1).to(ctx.x_dtype)
         return grad_x, grad_coef, grad_gates, None, None, None
+
+
+def mixing_coefficients(
+    coef_real: torch.Tensor, coef_imag: torch.Tensor | None, plan: FftPlan, scaling: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """``c''_{z,j} = ρ_r · w'_{z,j}`` (module docstring), complex ``[Z, n]`` in the complex dtype of the
+    real FFT dtype ``dtype``: ``w' = s·c/N``, conjugated where the plan moves the term to row ``M − u``."""
+    c = complex_coefficients(coef_real.to(dtype), None if coef_imag is None else coef_imag.to(dtype))
+    return torch.where(plan.conj_coef, c.conj(), c) * (plan.real_vectors(dtype)[0] * (scaling / plan.d_in))
 
 
 def apply_fft(
@@ -345,6 +357,7 @@ def apply_fft(
     spectrum: torch.Tensor | None = None,
     top_k: int | None = None,
     plan: FftPlan | None = None,
+    mixed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``Σ_z gates[..., z] · ΔW_z x`` by 1-D FFTs (module docstring), without any dense ``ΔW``.
 
@@ -359,6 +372,9 @@ def apply_fft(
             gradient w.r.t. ``gates`` is computed at those positions only (the router's scatter
             discards the others). ``None``: any gates, every expert visited.
         plan: ``fft_plan(rows, cols, d_out, d_in)`` when the caller keeps it (built here otherwise).
+        mixed: ``mixing_coefficients(coef_real, coef_imag, plan, scaling, fft_dtype(x.dtype))`` when
+            the caller keeps it (inference: the coefficients did not change); no gradient reaches
+            the coefficients through it.
     Returns:
         ``[..., d_out]`` in the FFT dtype (float32, or float64 for float64 inputs).
     """
@@ -373,8 +389,7 @@ def apply_fft(
     g = gates.reshape(-1, num_experts)
     spec = None if spectrum is None else spectrum.detach().reshape(-1, d_in // 2 + 1)
 
-    c = complex_coefficients(coef_real.to(dtype), None if coef_imag is None else coef_imag.to(dtype))
-    c = torch.where(plan.conj_coef, c.conj(), c) * (plan.real_vectors(dtype)[0] * (scaling / d_in))  # c''
+    c = mixing_coefficients(coef_real, coef_imag, plan, scaling, dtype) if mixed is None else mixed  # c''
     experts = None
     if uses_routed_gather(top_k, num_experts):
         experts = g.detach().topk(top_k, dim=-1).indices
@@ -387,11 +402,14 @@ def apply_dense(x: torch.Tensor, delta_weight: torch.Tensor, gates: torch.Tensor
     """``Σ_z gates[..., z] · ΔW_z x`` from dense ``delta_weight`` ``[Z, d_out, d_in]``.
 
     One matmul against the stacked experts ``[Z·d_out, d_in]``, then the gate-weighted sum.
+    ``delta_weight`` may be half precision (a ΔW kept in the autocast dtype): the gate-weighted sum
+    still runs in float32 (``fft_dtype``), so a bf16 ``ΔW`` gives what autocast's bf16 matmul against
+    the float32 ``ΔW`` gives.
     """
     num_experts, d_out, d_in = delta_weight.shape
     xt = x.to(delta_weight.dtype)
     per_expert = (xt @ delta_weight.reshape(num_experts * d_out, d_in).T).unflatten(-1, (num_experts, d_out))
-    return (gates.to(delta_weight.dtype).unsqueeze(-1) * per_expert).sum(-2)
+    return (gates.to(fft_dtype(delta_weight.dtype)).unsqueeze(-1) * per_expert).sum(-2)
 
 
 def log_band_energies(

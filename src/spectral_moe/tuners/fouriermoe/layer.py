@@ -8,7 +8,19 @@ For an input ``x [..., d_in]`` and each active adapter::
 
 ``forward_mode="fft"`` computes the sum by 1-D FFTs of the token (no dense ΔW);
 ``"dense"`` builds every ``ΔW_z`` and multiplies; ``"auto"`` picks per call by the cost model in
-``spectral.cost_model.fft_is_cheaper``. Both paths are the same function (tested to 1e-10 in fp64).
+``spectral.cost_model.fft_is_cheaper``, with the constants of the active precision
+(``cost_model.precision_of``: bf16 under a bf16 autocast). Both paths are the same function (tested
+to 1e-10 in fp64).
+
+Inference reuse (``reuses_inference_state``: ``eval()`` and no grad, e.g. ``torch.inference_mode()``):
+what depends only on the coefficients is kept between calls, per adapter: the FFT path's mixing
+coefficients ``c''`` (``spectral.fourier.mixing_coefficients``; the plan is kept always) and, where
+the cost model (with ``dense_cached=True``) prefers the dense path, the dense ``ΔW`` of every expert
+in the dtype the matmul runs in (bf16 under a bf16 autocast). An entry is valid while its
+coefficients are the same tensors at the same version (``data_ptr`` and ``_version``: an optimizer
+step, ``load_state_dict`` or any in-place write bumps the version, a device move changes the
+pointer) and is dropped by ``train()``, ``merge``/``unmerge`` and ``update_layer``; in training mode,
+or with grad enabled, nothing is reused, so gradients always see the coefficients.
 
 Coefficients and router stay float32 when the model is cast to bf16/fp16 (``float32_adapter_attrs``);
 both paths compute in float32 (FFTs have no half-precision kernel) and the routed forward casts the
@@ -25,9 +37,17 @@ from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
 from ...spectral import bands
-from ...spectral.cost_model import fft_is_cheaper
-from ...spectral.fourier import FftPlan, apply_dense, apply_fft, dense_delta_weight, fft_plan
-from ..moe_common import RoutedLayerMixin, linear_features
+from ...spectral.cost_model import fft_is_cheaper, precision_of
+from ...spectral.fourier import (
+    FftPlan,
+    apply_dense,
+    apply_fft,
+    dense_delta_weight,
+    fft_dtype,
+    fft_plan,
+    mixing_coefficients,
+)
+from ..moe_common import RoutedLayerMixin, TransientState, linear_features
 from .config import FourierMoEConfig
 
 
@@ -66,6 +86,8 @@ class FourierMoELayer(RoutedLayerMixin):
         self.kwargs = kwargs
         self.in_features, self.out_features = linear_features(self.get_base_layer())
         self._fft_plans: dict[str, FftPlan] = {}  # per adapter, built on first use (positions never change)
+        # per adapter: what inference reuses between calls (module docstring); copies start empty
+        self._inference_cache: TransientState = TransientState()
         self._init_routing_state()
 
     def update_layer(self, adapter_name: str, config: FourierMoEConfig, **kwargs: Any) -> None:
@@ -82,6 +104,7 @@ class FourierMoELayer(RoutedLayerMixin):
         self.fouriermoe_rows[adapter_name] = rows.clone()
         self.fouriermoe_cols[adapter_name] = cols.clone()
         self._fft_plans.pop(adapter_name, None)
+        self.clear_inference_cache()
         shape = (config.num_experts, config.n_frequency)
         init = torch.zeros if config.init_weights else torch.randn
         self.fouriermoe_spectrum_real[adapter_name] = nn.Parameter(init(shape))
@@ -132,11 +155,25 @@ class FourierMoELayer(RoutedLayerMixin):
             self.fouriermoe_config[adapter_name].scaling,
         )[0]
 
-    def resolve_forward_mode(self, adapter_name: str, num_tokens: int) -> str:
-        """``"fft"`` or ``"dense"``: the config's choice, or the cost model's for ``"auto"``."""
+    def resolve_forward_mode(
+        self,
+        adapter_name: str,
+        num_tokens: int,
+        precision: str | None = None,
+        dense_cached: bool | None = None,
+    ) -> str:
+        """``"fft"`` or ``"dense"``: the config's choice, or the cost model's for ``"auto"``.
+
+        ``precision``: the cost model's constants (default: ``cost_model.precision_of`` float32 inputs
+        under the current autocast); ``dense_cached``: the dense ``ΔW`` would be reused (default:
+        ``reuses_inference_state()``)."""
         config = self.fouriermoe_config[adapter_name]
         if config.forward_mode != "auto":
             return config.forward_mode
+        if precision is None:
+            precision = precision_of(torch.float32, self.fouriermoe_rows[adapter_name].device.type)
+        if dense_cached is None:
+            dense_cached = self.reuses_inference_state()
         cheaper = fft_is_cheaper(
             num_tokens,
             self.out_features,
@@ -144,8 +181,46 @@ class FourierMoELayer(RoutedLayerMixin):
             config.num_experts,
             config.n_frequency,
             config.top_k,
+            precision=precision,
+            dense_cached=dense_cached,
         )
         return "fft" if cheaper else "dense"
+
+    def reuses_inference_state(self) -> bool:
+        """True in ``eval()`` with grad disabled (``no_grad``/``inference_mode``): the forward reuses what
+        depends only on the coefficients (module docstring). Never in training mode."""
+        return not self.training and not torch.is_grad_enabled()
+
+    def clear_inference_cache(self) -> None:
+        """Drop every adapter's reused inference state (the next eval call rebuilds it)."""
+        self._inference_cache.clear()
+
+    def _coefficient_key(self, adapter_name: str, *extra: object) -> tuple:
+        """Identity of the coefficients' current values: tensor, storage pointer, version, per part."""
+        parts = []
+        for t in self.coefficients(adapter_name):
+            parts += [None, None, None] if t is None else [id(t), t.data_ptr(), t._version]
+        return (*parts, self.fouriermoe_config[adapter_name].scaling, *extra)
+
+    def _reused(self, adapter_name: str, what: str, key: tuple, build: Callable[[], torch.Tensor]):
+        """``build()`` once per ``key`` (coefficient identity plus ``what`` depends on), kept per adapter."""
+        entries = self._inference_cache.setdefault(adapter_name, {})
+        hit = entries.get(what)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = build()
+        entries[what] = (key, value)
+        return value
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """``RoutedLayerMixin.merge``; drops the reused inference state first."""
+        self.clear_inference_cache()
+        super().merge(safe_merge=safe_merge, adapter_names=adapter_names)
+
+    def unmerge(self) -> None:
+        """``RoutedLayerMixin.unmerge``; drops the reused inference state first."""
+        self.clear_inference_cache()
+        super().unmerge()
 
     def fft_plan(self, adapter_name: str) -> FftPlan:
         """The FFT path's index plan (``spectral.fourier.fft_plan``), built once per adapter and device."""
@@ -166,12 +241,39 @@ class FourierMoELayer(RoutedLayerMixin):
     ) -> torch.Tensor:
         """``Σ_z gates[..., z] · ΔW_z x`` by the FFT or the dense path, in the FFT dtype.
 
-        ``spectrum`` returns ``rfft(x)`` (computed once per forward and shared with the routers)."""
-        mode = self.resolve_forward_mode(adapter_name, x.numel() // self.in_features)
+        ``spectrum`` returns ``rfft(x)`` (computed once per forward and shared with the routers).
+        In inference (``reuses_inference_state``) ``c''`` or the dense ``ΔW`` are reused (module docstring)."""
+        reuse = self.reuses_inference_state()
+        precision = precision_of(x.dtype, x.device.type)
+        mode = self.resolve_forward_mode(adapter_name, x.numel() // self.in_features, precision, reuse)
         real, imag = self.coefficients(adapter_name)
-        if mode == "dense":
-            return apply_dense(x, self.delta_weights(adapter_name), gates)
         config = self.fouriermoe_config[adapter_name]
+        if mode == "dense":
+            if not reuse:
+                return apply_dense(x, self.delta_weights(adapter_name), gates)
+            device_type = x.device.type
+            matmul_dtype = (
+                torch.get_autocast_dtype(device_type)
+                if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+                else fft_dtype(real.dtype)
+            )
+            delta = self._reused(
+                adapter_name,
+                "dense",
+                self._coefficient_key(adapter_name, matmul_dtype),
+                lambda: self.delta_weights(adapter_name).to(matmul_dtype),
+            )
+            return apply_dense(x, delta, gates)
+        plan = self.fft_plan(adapter_name)
+        mixed = None
+        if reuse:
+            dtype = fft_dtype(x.dtype)
+            mixed = self._reused(
+                adapter_name,
+                "mixed",
+                self._coefficient_key(adapter_name, dtype, plan.in_index.device),
+                lambda: mixing_coefficients(real, imag, plan, config.scaling, dtype),
+            )
         return apply_fft(
             x,
             real,
@@ -183,7 +285,8 @@ class FourierMoELayer(RoutedLayerMixin):
             config.scaling,
             spectrum=spectrum() if spectrum is not None else None,
             top_k=config.top_k,
-            plan=self.fft_plan(adapter_name),
+            plan=plan,
+            mixed=mixed,
         )
 
 
@@ -201,6 +304,12 @@ class FourierMoELinear(nn.Module, FourierMoELayer):
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self.routed_forward(x, *args, **kwargs)
+
+    def train(self, mode: bool = True) -> FourierMoELinear:
+        """``nn.Module.train``; entering training mode drops the reused inference state."""
+        if mode:
+            self.clear_inference_cache()
+        return super().train(mode)
 
     def __repr__(self) -> str:
         return "fouriermoe." + super().__repr__()

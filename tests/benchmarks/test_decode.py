@@ -1,0 +1,41 @@
+"""benchmarks/decode.py on a tiny random Llama: one row per (method, batch), LoRA's ratios, forced paths."""
+
+from tests.benchmarks._load import load
+
+decode = load("decode")
+
+
+def _rows(report: str) -> list[list[str]]:
+    lines = [
+        line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| method")
+    ]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
+def test_main_tiny_model_round_robin(tmp_path):
+    out = tmp_path / "decode.md"
+    methods = "lora,fouriermoe,fouriermoe-dense"
+    report = decode.main(
+        ["--model", "tiny-llama", "--methods", methods, "--batch-sizes", "1,2", "--prompt-len", "4"]
+        + ["--new-tokens", "2", "--rounds", "2", "--warmup", "1", "--precision", "bf16", "--out", str(out)],
+        log=lambda *_: None,
+    )
+    assert out.read_text() == report
+    rows = _rows(report)
+    assert [(r[0], r[1]) for r in rows] == [(m, b) for b in ("1", "2") for m in methods.split(",")]
+    assert all(r[3] == r[5] == "1.00" for r in rows if r[0] == "lora")
+    assert all(float(r[2]) > 0 and float(r[4]) > 0 for r in rows)
+    assert "resolved bf16" in report
+
+
+def test_forced_dense_path_builds_a_dense_fouriermoe():
+    models, _ = decode.build_models(
+        "tiny-llama",
+        ["fouriermoe-dense", "base"],
+        ["q_proj"],
+        {},
+        "random",
+        decode.common.resolve_device("cpu"),
+    )
+    config = models["fouriermoe-dense"].peft_config["default"]
+    assert config.forward_mode == "dense" and not hasattr(models["base"], "peft_config")
