@@ -13,7 +13,7 @@ from torch import nn
 
 import spectral_moe  # noqa: F401  (registers the methods with peft)
 from spectral_moe import FourierMoEConfig, FrameConfig, MoELoraConfig, create_optimizer
-from spectral_moe.tuners.moe_common import RoutedLayerMixin
+from spectral_moe.tuners.moe_common import RoutedLayerMixin, resolved_loss_stats
 
 
 class MLP(nn.Module):
@@ -167,6 +167,7 @@ def test_eval_forward_keeps_no_graph(method):
     model(X)
     for layer in _layers(model):
         for stats in layer._router_losses.values():
+            stats = resolved_loss_stats(stats)  # deferred in evaluation until read
             assert stats.prob_sum.grad_fn is None and stats.lse_sq_sum.grad_fn is None
     assert model.get_router_aux_loss() is not None
     copy.deepcopy(model)

@@ -39,6 +39,7 @@ from torch import nn
 
 from ..routing import (
     ROUTER_FEATURES,
+    RouterLossStats,
     RouterStatistics,
     Routing,
     data_parallel_world_size,
@@ -216,6 +217,22 @@ def check_supported_target(config: Any, target: nn.Module, target_name: str) -> 
         )
 
 
+def _detached(routing: Routing) -> Routing:
+    """``routing`` without autograd graph (views): what an evaluation forward may keep past itself."""
+    return Routing(
+        probs=routing.probs.detach(),
+        gates=routing.gates.detach(),
+        topk_index=routing.topk_index,
+        logits=routing.logits.detach(),
+    )
+
+
+def resolved_loss_stats(stats: RouterLossStats | Callable[[], RouterLossStats]) -> RouterLossStats:
+    """A layer's recorded loss statistics (``_router_losses``): computed now where the forward deferred them
+    (evaluation: a ``functools.partial`` of ``router_loss_stats`` on the detached routing)."""
+    return stats() if callable(stats) else stats
+
+
 class RoutedLayerMixin(BaseTunerLayer):
     """Router state and routing for a tuner layer; subclasses set ``router_attr`` and ``config_attr``.
 
@@ -322,10 +339,13 @@ class RoutedLayerMixin(BaseTunerLayer):
         if mask is not None and tuple(mask.shape) != tuple(x.shape[:-1]):
             mask = None  # e.g. one new token against a cached context while generating
         if self.is_routed(adapter_name):
-            stats = router_loss_stats(routing, mask)
-            if not self.training:
-                stats.prob_sum, stats.lse_sq_sum = stats.prob_sum.detach(), stats.lse_sq_sum.detach()
-            self._router_losses[adapter_name] = stats
+            # training: the step's loss needs them now; otherwise (evaluation, decoding) they are computed
+            # only if read (``get_router_aux_loss``), so a decoded token does not pay for them
+            self._router_losses[adapter_name] = (
+                router_loss_stats(routing, mask)
+                if self.training
+                else functools.partial(router_loss_stats, _detached(routing), mask)
+            )
         self.router_stats[adapter_name] = RouterStatistics(routing)  # computed when read (logged)
         return routing
 
@@ -548,7 +568,11 @@ class RoutedTunerMixin(BaseTuner):
         aux, zl = [], []
         layers = self._routed_layers()
         for name in self.active_adapters:  # one collective per adapter, same order on every rank
-            stats = [layer._router_losses[name] for layer in layers if name in layer._router_losses]
+            stats = [
+                resolved_loss_stats(layer._router_losses[name])
+                for layer in layers
+                if name in layer._router_losses
+            ]
             if stats:
                 a, z = router_losses_from_stats(stats, sync=sync)
                 aux.append(a)
