@@ -513,6 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument(
+        "--clock",
+        choices=sorted(common.CLOCKS),
+        default="wall",
+        help="time steps by wall clock or by this process's CPU time (cpu: for a shared machine, with "
+        "--threads 1; CPU only)",
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument(
         "--precision",
@@ -545,6 +552,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
     device = common.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    common.clock = args.clock
     env_start = common.environment(device)
     log(env_start)
     if args.calibrate:
@@ -570,7 +578,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
         "",
         f"Start: {env_start}. End: {common.environment(device)}.",
         "",
-        f"Precision {args.precision}. Median of {args.repeats} timed round(s) after {args.warmup} "
+        f"Precision {args.precision}, {args.clock} clock. Median of {args.repeats} timed round(s) after {args.warmup} "
         "warm-up round(s); methods timed "
         "round-robin in one process. `step ms`: forward + backward (x requires grad) + AdamW step. "
         "`peak MB`: adapter tensors + optimizer state + peak of tensor memory allocated during one step "

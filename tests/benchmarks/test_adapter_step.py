@@ -59,6 +59,8 @@ def test_profile_and_peft_methods(tmp_path):
             "--warmup",
             "0",
             "--no-memory",
+            "--clock",
+            "cpu",
             "--methods",
             "lora-r8,lora-r16,fourierft-n1000,moelora-r8,frame-chirp",
             "--profile",
@@ -70,6 +72,17 @@ def test_profile_and_peft_methods(tmp_path):
     assert [r[2] for r in rows] == ["lora-r8", "lora-r16", "fourierft-n1000", "moelora-r8", "frame-chirp"]
     assert all(r[5] == "n/a" for r in rows)  # --no-memory
     assert "## Profile: frame-chirp, 32x48, T=8" in report and "aten::" in report
+    assert "cpu clock" in report and all(float(r[3]) > 0 for r in rows)  # process CPU time per step
+
+
+def test_cpu_clock_counts_this_process_not_the_wall(monkeypatch):
+    import time
+
+    common = adapter_step.common
+    monkeypatch.setattr(common, "clock", "cpu")
+    assert common.timed(lambda: time.sleep(0.2), torch.device("cpu")) < 0.05  # sleeping uses no CPU
+    monkeypatch.setattr(common, "clock", "wall")
+    assert common.timed(lambda: time.sleep(0.2), torch.device("cpu")) >= 0.2
 
 
 def test_calibration_fits_nonnegative_constants():
