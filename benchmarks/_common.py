@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -75,6 +76,17 @@ def synchronize(device: torch.device) -> None:
 #: count the time the scheduler gave away, which wall time does). Set by the scripts' ``--clock``.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = "wall"
+
+
+class OneLinear(nn.Module):
+    """The smallest model peft can wrap: one linear layer called ``proj``."""
+
+    def __init__(self, proj: nn.Linear) -> None:
+        super().__init__()
+        self.proj = proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -151,6 +163,13 @@ def environment(device: torch.device) -> str:
         f"torch {torch.__version__}, {where} ({os.cpu_count()} cores), {torch.get_num_threads()} torch "
         f"threads, 1-min load average {load:.2f}"
     )
+
+
+def write_report(report: str, out: str | None) -> None:
+    """Write the markdown ``report`` to ``out`` (a path; ``None``: nowhere)."""
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(report)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

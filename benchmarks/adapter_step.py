@@ -84,17 +84,6 @@ REFERENCE = "lora-r8"
 DEFAULT_SHAPES = "576x576,576x1536,2048x2048,4096x4096,4096x14336"
 
 
-class OneLinear(nn.Module):
-    """The smallest model peft can wrap: one linear layer called ``proj``."""
-
-    def __init__(self, proj: nn.Linear) -> None:
-        super().__init__()
-        self.proj = proj
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
-
-
 def peft_config(method: Method, target: str = "proj"):
     """The peft config of ``method`` adapting module ``target``."""
     from peft import FourierFTConfig, LoraConfig
@@ -202,7 +191,7 @@ def build_runner(
 
     import spectral_moe  # noqa: F401  (registers the methods with peft)
 
-    model = peft.get_peft_model(OneLinear(base), peft_config(METHODS[name])).to(device)
+    model = peft.get_peft_model(common.OneLinear(base), peft_config(METHODS[name])).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     return Runner(name, model, optimizer, x, grad_out, tuple(base.parameters()), precision)

@@ -188,9 +188,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
         ]
     )
     report += "\n"
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(report)
+    common.write_report(report, args.out)
     log(common.markdown_table(HEADERS, rows))
     return report
 

@@ -229,17 +229,6 @@ def library_method(method: str) -> str:
     return {"fouriermoe-bias": "fouriermoe"}.get(method, method)
 
 
-class OneLinear(nn.Module):
-    """The smallest model peft can wrap: one linear layer called ``proj``."""
-
-    def __init__(self, proj: nn.Linear) -> None:
-        super().__init__()
-        self.proj = proj
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
-
-
 def build_model(method: str, setup: Setup, w0: torch.Tensor) -> nn.Module:
     """``peft.get_peft_model`` of a frozen ``nn.Linear`` with weight ``w0`` and ``method``'s sized config."""
     import peft
@@ -252,7 +241,7 @@ def build_model(method: str, setup: Setup, w0: torch.Tensor) -> nn.Module:
         base.weight.copy_(w0)
     config = build_peft_config(library_method(method), ["proj"], **method_options(method, setup))
     config.task_type = None  # a bare module: PeftModel, not PeftModelForCausalLM
-    return peft.get_peft_model(OneLinear(base), config)
+    return peft.get_peft_model(common.OneLinear(base), config)
 
 
 def trainable_count(model: nn.Module) -> int:
