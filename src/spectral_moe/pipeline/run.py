@@ -149,10 +149,11 @@ def train(
     metrics["precision"] = {"requested": cfg.precision, "resolved": precision, "device": device_type}
     if main:
         atomic_write_json(out / "run_config.json", dataclasses.asdict(cfg))
-    if cfg.eval_base and main:
-        log(f"evaluating the base model on {len(tasks)} task(s) ({cfg.eval_split} split)")
-        metrics["base"] = evaluate_tasks(
-            model,
+
+    def evaluate(scored) -> tuple[dict[str, Any], dict[str, dict]]:
+        """``evaluate_tasks`` on the run's split, and its per-example records (for predictions.json)."""
+        summary = evaluate_tasks(
+            scored,
             tokenizer,
             tasks,
             cfg.eval_split,
@@ -162,7 +163,11 @@ def train(
             precision=precision,
             records=True,
         )
-        records["base"] = metrics["base"].pop("records")
+        return summary, summary.pop("records")
+
+    if cfg.eval_base and main:
+        log(f"evaluating the base model on {len(tasks)} task(s) ({cfg.eval_split} split)")
+        metrics["base"], records["base"] = evaluate(model)
 
     model = adapt(cfg, model, tokenizer)
     metrics["trainable_params"] = trainable_parameters(model)
@@ -195,18 +200,7 @@ def train(
     }
     log(f"evaluating the tuned model ({cfg.eval_split} split)")
     t_eval = time.time()
-    metrics["tuned"] = evaluate_tasks(
-        model,
-        tokenizer,
-        tasks,
-        cfg.eval_split,
-        cfg.task_type,
-        cfg.eval_batch_size,
-        cfg.max_length,
-        precision=precision,
-        records=True,
-    )
-    records["tuned"] = metrics["tuned"].pop("records")
+    metrics["tuned"], records["tuned"] = evaluate(model)
     if not cfg.eval_base:  # the evaluation fractions are known only now
         truncation = truncation_report(cfg.max_length, tasks, stream, rows, metrics["tuned"], cfg.eval_split)
         atomic_write_json(out / "truncation.json", truncation)
