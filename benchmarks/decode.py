@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -87,19 +86,46 @@ def build_models(
 
 
 def decode_seconds(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, precision: str) -> float:
-    """Seconds of ``new_tokens`` greedy single-token steps against the KV cache of ``prompt`` [B, P]."""
+    """Seconds (on ``common.clock``: wall, or this process's CPU time) of ``new_tokens`` greedy
+    single-token steps against the KV cache of ``prompt`` [B, P]."""
+    from spectral_moe.precision import autocast
+
+    read = common.CLOCKS[common.clock]
+    with torch.inference_mode(), autocast(precision, prompt.device.type):
+        out = model(input_ids=prompt, use_cache=True)
+        past, nxt = out.cache, out.logits[:, -1:].argmax(-1)
+        common.synchronize(prompt.device)
+        start = read()
+        for _ in range(new_tokens):
+            out = model(input_ids=nxt, cache=past, use_cache=True)
+            past, nxt = out.cache, out.logits[:, -1:].argmax(-1)
+        common.synchronize(prompt.device)
+        return read() - start
+
+
+def decode_step_profile(
+    model: torch.nn.Module, prompt: torch.Tensor, precision: str, top: int = 12
+) -> tuple[int, str]:
+    """``(aten ops of one decode step, profiler table of that step)``: the prefill and one warm-up step
+    untimed, then one single-token step against the KV cache under ``torch.profiler`` (self CPU time).
+
+    The op count is what bounds decoding at batch 1 on a CPU (each eager op costs microseconds of
+    dispatch whatever its size), and it does not depend on the machine's load."""
+    from torch.profiler import ProfilerActivity, profile
+
     from spectral_moe.precision import autocast
 
     with torch.inference_mode(), autocast(precision, prompt.device.type):
         out = model(input_ids=prompt, use_cache=True)
         past, nxt = out.cache, out.logits[:, -1:].argmax(-1)
-        common.synchronize(prompt.device)
-        start = time.perf_counter()
-        for _ in range(new_tokens):
-            out = model(input_ids=nxt, cache=past, use_cache=True)
-            past, nxt = out.cache, out.logits[:, -1:].argmax(-1)
-        common.synchronize(prompt.device)
-        return time.perf_counter() - start
+        out = model(input_ids=nxt, cache=past, use_cache=True)
+        past, nxt = out.cache, out.logits[:, -1:].argmax(-1)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(input_ids=nxt, cache=past, use_cache=True)
+            common.synchronize(prompt.device)
+    events = prof.key_averages()
+    ops = sum(e.count for e in events if e.key.startswith("aten::"))
+    return ops, events.table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=40)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=1, help="rounds dropped first")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument(
+        "--clock",
+        choices=sorted(common.CLOCKS),
+        default="wall",
+        help="time decode steps by wall clock or by this process's CPU time (cpu: for a shared machine, "
+        "with --threads 1; CPU only)",
+    )
+    ap.add_argument(
+        "--profile",
+        default="",
+        help="comma list of methods whose decode step is profiled (aten ops per step for every method "
+        "listed here, and their top ops); 'all' for every method",
+    )
+    ap.add_argument("--profile-top", type=int, default=12, help="rows of each profile table")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
     ap.add_argument("--init", default="random", choices=("random", "zero"), help="adapter weights")
     ap.add_argument(
@@ -137,6 +177,16 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
     if args.rounds <= args.warmup or args.warmup < 0 or args.new_tokens < 1 or args.prompt_len < 1:
         raise ValueError("--rounds must exceed --warmup >= 0; --new-tokens and --prompt-len must be >= 1")
     device = common.resolve_device(args.device)
+    if args.clock == "cpu" and device.type == "cuda":
+        raise ValueError("--clock cpu measures host CPU time; use the wall clock on CUDA")
+    common.clock = args.clock
+    profiled = (
+        []
+        if not args.profile
+        else list(methods)
+        if args.profile == "all"
+        else common.parse_names(args.profile, list(methods), "--profile")
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     precision = resolve_precision(args.precision, device.type)
@@ -169,6 +219,15 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
                     common.fmt(t / ref),
                 ]
             )
+    op_rows, tables = [], []
+    for b in batch_sizes:
+        counts = {
+            m: decode_step_profile(models[m], prompts[b], precision, args.profile_top) for m in profiled
+        }
+        ref_ops = counts[REFERENCE][0] if REFERENCE in counts else float("nan")
+        for method, (ops, table) in counts.items():
+            op_rows.append([method, b, ops, common.fmt(ops / ref_ops)])
+            tables.append(f"{method}, batch {b}, one decode step (self CPU time):\n\n```\n{table}\n```")
     command = "python benchmarks/decode.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = "\n".join(
         [
@@ -180,16 +239,22 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
             "",
             f"Model {args.model}, targets {targets}, precision {args.precision} (resolved {precision}), "
             f"prompt {args.prompt_len} tokens, {args.new_tokens} greedy decode steps timed per measurement, "
-            f"median over {args.rounds - args.warmup} round(s) after {args.warmup} warm-up round(s), methods "
+            f"{args.clock} clock, median over {args.rounds - args.warmup} round(s) after {args.warmup} warm-up round(s), methods "
             f"round robin in one process; adapter weights {args.init}. `× lora`: decode tokens/s over "
             "LoRA's; `× lora (time)`: time per decoded token over LoRA's.",
             "",
             common.markdown_table(HEADERS, rows),
         ]
     )
+    if op_rows:
+        report += "\n\n## aten ops per decode step (torch.profiler, one step, all rows of the batch)\n\n"
+        report += common.markdown_table(["method", "batch", "aten ops", "× lora"], op_rows)
+        report += "\n\n" + "\n\n".join(tables)
     report += "\n"
     common.write_report(report, args.out)
     log(common.markdown_table(HEADERS, rows))
+    if op_rows:
+        log(common.markdown_table(["method", "batch", "aten ops", "× lora"], op_rows))
     return report
 
 

@@ -62,7 +62,8 @@ def route(logits: torch.Tensor, top_k: int, temperature: float = 1.0) -> Routing
     if not 1 <= top_k <= num_experts:
         raise ValueError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
     work = torch.float64 if logits.dtype == torch.float64 else torch.float32  # softmax never in half
-    probs = F.softmax(logits.to(work) / temperature, dim=-1)
+    scaled = logits.to(work) if temperature == 1.0 else logits.to(work) / temperature
+    probs = F.softmax(scaled, dim=-1)
     top_p, top_i = probs.topk(top_k, dim=-1)
     top_g = top_p if top_k == 1 else top_p / top_p.sum(-1, keepdim=True)  # [..., k]
     gates = torch.zeros_like(probs).scatter(-1, top_i, top_g)
@@ -174,6 +175,11 @@ def router_statistics(routing: Routing) -> dict[str, torch.Tensor]:
     }
 
 
+def _without_graph(t: torch.Tensor) -> torch.Tensor:
+    """``t.detach()``, or ``t`` itself when it has no graph to drop (inference: saves an op per call)."""
+    return t.detach() if t.requires_grad else t
+
+
 class RouterStatistics(Mapping):
     """:func:`router_statistics` of one routing call, computed on first access (``mean_prob``,
     ``dispatch_fraction``): a forward only keeps the detached probabilities and chosen experts, and the
@@ -182,8 +188,8 @@ class RouterStatistics(Mapping):
     KEYS = ("mean_prob", "dispatch_fraction")
 
     def __init__(self, routing: Routing) -> None:
-        self.probs = routing.probs.detach()
-        self.topk_index = routing.topk_index.detach()
+        self.probs = _without_graph(routing.probs)
+        self.topk_index = _without_graph(routing.topk_index)
         self.computed: dict[str, torch.Tensor] | None = None
 
     def values_now(self) -> dict[str, torch.Tensor]:

@@ -39,3 +39,31 @@ def test_forced_dense_path_builds_a_dense_fouriermoe():
     )
     config = models["fouriermoe-dense"].peft_config["default"]
     assert config.forward_mode == "dense" and not hasattr(models["base"], "peft_config")
+
+
+def test_profile_counts_ops_per_step_and_cpu_clock():
+    report = decode.main(
+        ["--model", "tiny-llama", "--methods", "base,lora,fouriermoe", "--batch-sizes", "1"]
+        + ["--prompt-len", "4", "--new-tokens", "1", "--rounds", "1", "--warmup", "0"]
+        + ["--clock", "cpu", "--profile", "all", "--profile-top", "5"],
+        log=lambda *_: None,
+    )
+    assert "cpu clock" in report
+    ops = {r[0]: int(r[2]) for r in _rows(report) if len(r) == 4}
+    assert set(ops) == {"base", "lora", "fouriermoe"}
+    # the adapters add ops to the base model's step; FourierMoE's routing and FFT path add more than LoRA
+    assert ops["base"] < ops["lora"] < ops["fouriermoe"]
+    assert report.count("one decode step (self CPU time)") == 3
+    assert decode.common.clock == "cpu"
+    decode.common.clock = "wall"  # module state: leave it as the other tests expect
+
+
+def test_profile_names_must_be_measured_methods():
+    import pytest
+
+    with pytest.raises(ValueError, match="--profile"):
+        decode.main(
+            ["--model", "tiny-llama", "--methods", "lora", "--profile", "frame", "--rounds", "1"]
+            + ["--warmup", "0", "--new-tokens", "1", "--prompt-len", "4", "--batch-sizes", "1"],
+            log=lambda *_: None,
+        )

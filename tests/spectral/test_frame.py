@@ -152,3 +152,22 @@ def test_weighted_factors_train_after_a_first_call_under_inference_mode():
     a2, b2 = weighted_transformed_factors(lora_a.requires_grad_(True), lora_b.requires_grad_(True), orders)
     (a2.sum() + b2.sum()).backward()
     assert orders.grad is not None and lora_a.grad is not None and lora_b.grad is not None
+
+
+def test_routed_lowrank_experts_with_the_routers_experts_equals_searching_them():
+    from spectral_moe.routing import route
+    from spectral_moe.spectral.frame import (
+        apply_lowrank_experts,
+        apply_routed_lowrank_experts,
+        routed_path_available,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 16, generator=g)
+    lora_a, lora_b = torch.randn(4, 4, 16, generator=g), torch.randn(4, 8, 4, generator=g)
+    assert routed_path_available(x, lora_a, lora_b)  # the pinned torch has the grouped matmul on CPU
+    routing = route(torch.randn(3, 5, 4, generator=g), 2)
+    searched = apply_routed_lowrank_experts(x, lora_a, lora_b, routing.gates, 2, 0.5)
+    given = apply_routed_lowrank_experts(x, lora_a, lora_b, routing.gates, 2, 0.5, routing.topk_index)
+    assert torch.allclose(given, searched, atol=1e-6)
+    assert torch.allclose(given, apply_lowrank_experts(x, lora_a, lora_b, routing.gates, 0.5), atol=1e-5)

@@ -211,10 +211,8 @@ def real_edge_bins_(half: torch.Tensor, n: int) -> torch.Tensor:
     ``Π: half[k] ← Re half[k]`` (those ``k`` only) is real-linear and self-adjoint, so the backward
     applies the same ``Π``. ``O(T)``: one or two strided writes, no FFT.
     """
-    imag = half.imag
-    imag[..., 0] = 0
-    if n % 2 == 0:
-        imag[..., n // 2] = 0
+    # one strided view of both bins (0 and n/2 are n/2 apart in the n//2+1 bins): one write
+    half.imag[..., 0 :: max(n // 2, 1) if n % 2 == 0 else n].zero_()
     return half
 
 
@@ -249,6 +247,24 @@ def _scatter_terms(target: torch.Tensor, index: torch.Tensor, terms: torch.Tenso
     return target.scatter_add_(1, index, terms.flatten(1))
 
 
+def _mix(
+    spec: torch.Tensor, coef: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor | None, plan: FftPlan
+) -> torch.Tensor:
+    """The forward of ``_SpectralMix``: ``y = irfft_M(G)`` [T, M] from ``R`` = ``spec`` [T, N//2+1], ``c''``
+    = ``coef`` [Z, n], ``gates`` [T, Z] (or [T, k] at the ``experts`` [T, k] when routed).
+
+    Called directly where no gradient is needed (inference: no autograd node, nothing saved)."""
+    shape = (spec.shape[0], *gates.shape[1:], coef.shape[1])
+    in_index = _term_index(plan.in_flat, plan.in_index, experts)
+    terms = _gather_terms(_doubled_spectrum(spec), in_index, shape)
+    terms.mul_(coef if experts is None else _per_pair(coef, experts))
+    terms.mul_(gates.to(spec.real.dtype).unsqueeze(-1))
+    half = torch.zeros(spec.shape[0], plan.d_out // 2 + 1, dtype=spec.dtype, device=spec.device)
+    out_index = _term_index(plan.out_flat, plan.out_index, experts)
+    half = real_edge_bins_(_scatter_terms(half, out_index, terms), plan.d_out)  # G, Hermitian-consistent
+    return torch.fft.irfft(half, n=plan.d_out)
+
+
 class _SpectralMix(torch.autograd.Function):
     """``y = irfft_M(G)``, ``G_t[r] = Σ g_{t,z} Σ_j c''_{z,j} S_t[i_{z,j}] δ[r_{z,j}]``, hand-written backward.
 
@@ -275,15 +291,7 @@ class _SpectralMix(torch.autograd.Function):
             spec = torch.fft.rfft(x.to(fft_dtype(x.dtype)), dim=-1)
         ctx.plan, ctx.routed, ctx.x_dtype = plan, experts is not None, x.dtype
         ctx.save_for_backward(spec, coef, gates, *((experts,) if ctx.routed else ()))
-        shape = (spec.shape[0], *gates.shape[1:], coef.shape[1])
-        in_index = _term_index(plan.in_flat, plan.in_index, experts)
-        terms = _gather_terms(_doubled_spectrum(spec), in_index, shape)
-        terms.mul_(coef if experts is None else _per_pair(coef, experts))
-        terms.mul_(gates.to(spec.real.dtype).unsqueeze(-1))
-        half = torch.zeros(spec.shape[0], plan.d_out // 2 + 1, dtype=spec.dtype, device=spec.device)
-        out_index = _term_index(plan.out_flat, plan.out_index, experts)
-        half = real_edge_bins_(_scatter_terms(half, out_index, terms), plan.d_out)  # G, Hermitian-consistent
-        return torch.fft.irfft(half, n=plan.d_out)
+        return _mix(spec, coef, gates, experts, plan)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -358,6 +366,7 @@ def apply_fft(
     top_k: int | None = None,
     plan: FftPlan | None = None,
     mixed: torch.Tensor | None = None,
+    experts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``Σ_z gates[..., z] · ΔW_z x`` by 1-D FFTs (module docstring), without any dense ``ΔW``.
 
@@ -375,6 +384,9 @@ def apply_fft(
         mixed: ``mixing_coefficients(coef_real, coef_imag, plan, scaling, fft_dtype(x.dtype))`` when
             the caller keeps it (inference: the coefficients did not change); no gradient reaches
             the coefficients through it.
+        experts: int64 ``[..., top_k]``, each token's ``top_k`` experts when the caller has them (the
+            router's ``topk_index``; the nonzero gates' positions), so they are not searched again;
+            used only on the routed path (``top_k`` given).
     Returns:
         ``[..., d_out]`` in the FFT dtype (float32, or float64 for float64 inputs).
     """
@@ -390,11 +402,20 @@ def apply_fft(
     spec = None if spectrum is None else spectrum.detach().reshape(-1, d_in // 2 + 1)
 
     c = mixing_coefficients(coef_real, coef_imag, plan, scaling, dtype) if mixed is None else mixed  # c''
-    experts = None
+    routed = None
     if uses_routed_gather(top_k, num_experts):
-        experts = g.detach().topk(top_k, dim=-1).indices
-        g = g.gather(1, experts)
-    y = _SpectralMix.apply(xt, c, g, experts, spec, plan)  # [T, M]
+        routed = (
+            g.detach().topk(top_k, dim=-1).indices
+            if experts is None
+            else experts.reshape(-1, experts.shape[-1])
+        )
+        g = g.gather(1, routed)
+    if torch.is_grad_enabled() and (xt.requires_grad or c.requires_grad or g.requires_grad):
+        y = _SpectralMix.apply(xt, c, g, routed, spec, plan)  # [T, M]
+    else:  # nothing to differentiate (inference): the same forward without an autograd node
+        if spec is None:
+            spec = torch.fft.rfft(xt.to(dtype), dim=-1)
+        y = _mix(spec, c, g, routed, plan)
     return y.reshape(*lead, d_out)
 
 

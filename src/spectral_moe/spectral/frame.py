@@ -260,7 +260,13 @@ def routed_is_cheaper(
 
 
 def apply_routed_lowrank_experts(
-    x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, gates: torch.Tensor, top_k: int, scale: float
+    x: torch.Tensor,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    gates: torch.Tensor,
+    top_k: int,
+    scale: float,
+    experts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``apply_lowrank_experts`` computing only each token's ``top_k`` experts (equal up to rounding).
 
@@ -276,14 +282,20 @@ def apply_routed_lowrank_experts(
 
     Every shape is fixed by ``T``, ``K`` and the factors; the group sizes stay on the device
     (``torch._grouped_mm`` reads ``offs`` there). The gradient reaches the gates of the routed experts only,
-    as in the all-experts path (the other gates come from a scatter of zeros). Needs
-    ``routed_path_available``.
+    as in the all-experts path (the other gates come from a scatter of zeros). ``experts`` ``[..., K]``:
+    each token's routed experts when the caller has them (the router's ``topk_index``), gathered instead of
+    searched again. Needs ``routed_path_available``.
     """
     num_experts, k, d_in = lora_a.shape
     d_out = lora_b.shape[1]
     lead = x.shape[:-1]
     flat = x.reshape(-1, d_in).to(lora_a.dtype)
-    gate, expert = gates.reshape(-1, num_experts).topk(top_k, dim=-1)  # [T, K]
+    flat_gates = gates.reshape(-1, num_experts)
+    if experts is None:
+        gate, expert = flat_gates.topk(top_k, dim=-1)  # [T, K]
+    else:
+        expert = experts.reshape(-1, top_k)
+        gate = flat_gates.gather(1, expert)
     expert = expert.reshape(-1)
     order = torch.argsort(expert, stable=True)  # [T·K]
     counts = torch.zeros(num_experts, dtype=torch.int32, device=x.device)

@@ -219,6 +219,8 @@ def check_supported_target(config: Any, target: nn.Module, target_name: str) -> 
 
 def _detached(routing: Routing) -> Routing:
     """``routing`` without autograd graph (views): what an evaluation forward may keep past itself."""
+    if not (routing.probs.requires_grad or routing.gates.requires_grad or routing.logits.requires_grad):
+        return routing  # nothing to drop (no grad, inference mode)
     return Routing(
         probs=routing.probs.detach(),
         gates=routing.gates.detach(),
@@ -372,7 +374,7 @@ class RoutedLayerMixin(BaseTunerLayer):
         for name in self.active_adapters:
             if self.has_adapter(name):
                 routing = self._route_and_record(name, x, spectrum)
-                delta = self.adapter_delta(name, x, routing.gates, spectrum)
+                delta = self.adapter_delta(name, x, routing.gates, spectrum, routing.topk_index)
                 result = result + delta.to(result.dtype)
         return result
 
@@ -397,7 +399,7 @@ class RoutedLayerMixin(BaseTunerLayer):
             sub = x.index_select(0, rows)
             spectrum = functools.cache(lambda sub=sub: input_spectrum(sub))
             routing = self._route_and_record(name, sub, spectrum, rows=(rows, len(adapter_names)))
-            delta = self.adapter_delta(name, sub, routing.gates, spectrum)
+            delta = self.adapter_delta(name, sub, routing.gates, spectrum, routing.topk_index)
             result = result.index_add(0, rows, delta.to(result.dtype))
         return result
 

@@ -238,10 +238,12 @@ class FourierMoELayer(RoutedLayerMixin):
         x: torch.Tensor,
         gates: torch.Tensor,
         spectrum: Callable[[], torch.Tensor] | None = None,
+        experts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``Σ_z gates[..., z] · ΔW_z x`` by the FFT or the dense path, in the FFT dtype.
 
-        ``spectrum`` returns ``rfft(x)`` (computed once per forward and shared with the routers).
+        ``spectrum`` returns ``rfft(x)`` (computed once per forward and shared with the routers);
+        ``experts`` is the router's top-k index (the FFT path's routed gather uses it).
         In inference (``reuses_inference_state``) ``c''`` or the dense ``ΔW`` are reused (module docstring)."""
         reuse = self.reuses_inference_state()
         precision = precision_of(x.dtype, x.device.type)
@@ -287,6 +289,7 @@ class FourierMoELayer(RoutedLayerMixin):
             top_k=config.top_k,
             plan=plan,
             mixed=mixed,
+            experts=experts,
         )
 
 

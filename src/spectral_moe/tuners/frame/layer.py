@@ -198,16 +198,22 @@ class FrameLayer(RoutedLayerMixin):
         )[0]
 
     def adapter_delta(
-        self, adapter_name: str, x: torch.Tensor, gates: torch.Tensor, spectrum: Any = None
+        self,
+        adapter_name: str,
+        x: torch.Tensor,
+        gates: torch.Tensor,
+        spectrum: Any = None,
+        experts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``Σ_z gates[..., z] · ΔW_z dropout(x)`` through the transformed factors (``spectrum`` unused:
-        FRAME transforms the factors, never the tokens)."""
+        FRAME transforms the factors, never the tokens; ``experts``: the router's top-k index, used by
+        the routed path)."""
         lora_a, lora_b = self.effective_factors(adapter_name)
         x = self.frame_dropout[adapter_name](x)
         scale = self._scale(adapter_name)
         if self._routed_path(adapter_name, x, lora_a, lora_b):
             top_k = self.frame_config[adapter_name].top_k
-            return apply_routed_lowrank_experts(x, lora_a, lora_b, gates, top_k, scale)
+            return apply_routed_lowrank_experts(x, lora_a, lora_b, gates, top_k, scale, experts)
         return apply_lowrank_experts(x, lora_a, lora_b, gates, scale)
 
     def _routed_path(
