@@ -161,6 +161,17 @@ def solved_adapters(cfg: RunConfig, labels: list[str], budget: int) -> dict[str,
     return out
 
 
+def write_budget(path: Path, budget: int, solved: dict[str, tuple[dict, int]]) -> None:
+    """Record the budget and each method's sizing in ``budget.json``, keeping the methods an earlier
+    ``main`` with the same budget recorded (``main`` may be split over processes by ``--methods``, each
+    with the same ``--budget``); another budget starts the file afresh."""
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if record.get("budget") != budget:
+        record = {}
+    record.update({"budget": budget, **{k: {"adapter": a, "count": c} for k, (a, c) in solved.items()}})
+    path.write_text(json.dumps(record))
+
+
 def cmd_main(args: argparse.Namespace) -> None:
     root = Path(args.out)
     log_command(root, args.argv)
@@ -175,9 +186,7 @@ def cmd_main(args: argparse.Namespace) -> None:
     print(f"== main: budget {budget:,} trainable parameters (±10 %), targets {target_modules_of(cfg)}")
     solved = solved_adapters(cfg, labels, budget)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "budget.json").write_text(
-        json.dumps({"budget": budget, **{k: {"adapter": a, "count": c} for k, (a, c) in solved.items()}})
-    )
+    write_budget(out / "budget.json", budget, solved)
     changes: dict = {"max_eval": args.sweep_max_eval}
     if args.sweep_steps:
         changes["steps"] = args.sweep_steps

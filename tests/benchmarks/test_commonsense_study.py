@@ -120,3 +120,16 @@ def test_measure_times_steps_and_evaluation(tmp_path, tiny):
     assert row["method"] == "lora" and row["n_eval"] == 5 and row["precision"] == "fp32"
     assert len(row["steps_wall_s"]) == len(row["steps_cpu_s"]) == 3
     assert row["step_cpu_s"] > 0 and row["eval_cpu_s_per_100"] > 0
+
+
+def test_budget_file_keeps_methods_of_earlier_invocations_with_the_same_budget(tmp_path):
+    path = tmp_path / "budget.json"
+    study.write_budget(path, 1000, {"lora": ({"r": 4}, 990)})
+    study.write_budget(path, 1000, {"frame": ({"r": 2}, 1010)})  # main split over two processes
+    assert json.loads(path.read_text()) == {
+        "budget": 1000,
+        "lora": {"adapter": {"r": 4}, "count": 990},
+        "frame": {"adapter": {"r": 2}, "count": 1010},
+    }
+    study.write_budget(path, 2000, {"dora": ({"r": 8}, 2000)})  # another budget: the old sizes are void
+    assert json.loads(path.read_text()) == {"budget": 2000, "dora": {"adapter": {"r": 8}, "count": 2000}}
