@@ -12,6 +12,7 @@ Peak memory of a piece of work (``peak_tensor_bytes``):
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -76,6 +77,25 @@ def synchronize(device: torch.device) -> None:
 #: count the time the scheduler gave away, which wall time does). Set by the scripts' ``--clock``.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = "wall"
+
+
+def add_clock_argument(ap: argparse.ArgumentParser, what: str) -> None:
+    """The scripts' ``--clock wall|cpu`` option (``what``: what it times, for the help text)."""
+    ap.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help=f"time {what} by wall clock or by this process's CPU time (cpu: for a shared machine, with "
+        "--threads 1; CPU only)",
+    )
+
+
+def use_clock(name: str, device: torch.device) -> None:
+    """Set ``clock`` for ``timed`` (and the scripts' own timers); the CPU clock cannot time CUDA work."""
+    global clock
+    if name == "cpu" and device.type == "cuda":
+        raise ValueError("--clock cpu measures host CPU time; use the wall clock on CUDA")
+    clock = name
 
 
 class OneLinear(nn.Module):

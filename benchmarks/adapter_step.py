@@ -502,13 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    ap.add_argument(
-        "--clock",
-        choices=sorted(common.CLOCKS),
-        default="wall",
-        help="time steps by wall clock or by this process's CPU time (cpu: for a shared machine, with "
-        "--threads 1; CPU only)",
-    )
+    common.add_clock_argument(ap, "steps")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument(
         "--precision",
@@ -541,7 +535,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
     device = common.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    common.clock = args.clock
+    common.use_clock(args.clock, device)
     env_start = common.environment(device)
     log(env_start)
     if args.calibrate:

@@ -144,13 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=1, help="rounds dropped first")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument(
-        "--clock",
-        choices=sorted(common.CLOCKS),
-        default="wall",
-        help="time decode steps by wall clock or by this process's CPU time (cpu: for a shared machine, "
-        "with --threads 1; CPU only)",
-    )
+    common.add_clock_argument(ap, "decode steps")
     ap.add_argument(
         "--profile",
         default="",
@@ -177,9 +171,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
     if args.rounds <= args.warmup or args.warmup < 0 or args.new_tokens < 1 or args.prompt_len < 1:
         raise ValueError("--rounds must exceed --warmup >= 0; --new-tokens and --prompt-len must be >= 1")
     device = common.resolve_device(args.device)
-    if args.clock == "cpu" and device.type == "cuda":
-        raise ValueError("--clock cpu measures host CPU time; use the wall clock on CUDA")
-    common.clock = args.clock
+    common.use_clock(args.clock, device)
     profiled = (
         []
         if not args.profile
