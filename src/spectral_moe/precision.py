@@ -77,6 +77,13 @@ def resolve_precision(precision: str, device_type: str | None = None) -> str:
     return precision
 
 
+def active_autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype of the autocast active on ``device_type`` now, or ``None`` when none is."""
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
 @contextlib.contextmanager
 def autocast(precision: str, device_type: str) -> Iterator[None]:
     """Run the body under ``precision`` (resolved first): bf16 autocast on ``device_type``, or plain fp32."""

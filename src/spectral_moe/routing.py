@@ -54,6 +54,12 @@ class Routing:
     topk_index: torch.Tensor  # [..., k] int64
     logits: torch.Tensor  # [..., Z]
 
+    def detached(self) -> Routing:
+        """This routing without autograd graph (views); itself when nothing has one (no grad, inference)."""
+        if not (self.probs.requires_grad or self.gates.requires_grad or self.logits.requires_grad):
+            return self
+        return Routing(self.probs.detach(), self.gates.detach(), self.topk_index, self.logits.detach())
+
 
 def route(logits: torch.Tensor, top_k: int, temperature: float = 1.0) -> Routing:
     """Softmax with temperature, keep the top-k; renormalise them to sum 1 for k ≥ 2, keep ``p_z`` for
@@ -175,11 +181,6 @@ def router_statistics(routing: Routing) -> dict[str, torch.Tensor]:
     }
 
 
-def _without_graph(t: torch.Tensor) -> torch.Tensor:
-    """``t.detach()``, or ``t`` itself when it has no graph to drop (inference: saves an op per call)."""
-    return t.detach() if t.requires_grad else t
-
-
 class RouterStatistics(Mapping):
     """:func:`router_statistics` of one routing call, computed on first access (``mean_prob``,
     ``dispatch_fraction``): a forward only keeps the detached probabilities and chosen experts, and the
@@ -188,8 +189,8 @@ class RouterStatistics(Mapping):
     KEYS = ("mean_prob", "dispatch_fraction")
 
     def __init__(self, routing: Routing) -> None:
-        self.probs = _without_graph(routing.probs)
-        self.topk_index = _without_graph(routing.topk_index)
+        kept = routing.detached()
+        self.probs, self.topk_index = kept.probs, kept.topk_index
         self.computed: dict[str, torch.Tensor] | None = None
 
     def values_now(self) -> dict[str, torch.Tensor]:

@@ -1,5 +1,8 @@
 """benchmarks/decode.py on a tiny random Llama: one row per (method, batch), LoRA's ratios, forced paths."""
 
+import pytest
+import torch
+
 from tests.benchmarks._load import load
 
 decode = load("decode")
@@ -41,7 +44,8 @@ def test_forced_dense_path_builds_a_dense_fouriermoe():
     assert config.forward_mode == "dense" and not hasattr(models["base"], "peft_config")
 
 
-def test_profile_counts_ops_per_step_and_cpu_clock():
+def test_profile_counts_ops_per_step_and_cpu_clock(monkeypatch):
+    monkeypatch.setattr(decode.common, "clock", "wall")  # module state: restored after the test
     report = decode.main(
         ["--model", "tiny-llama", "--methods", "base,lora,fouriermoe", "--batch-sizes", "1"]
         + ["--prompt-len", "4", "--new-tokens", "1", "--rounds", "1", "--warmup", "0"]
@@ -55,12 +59,11 @@ def test_profile_counts_ops_per_step_and_cpu_clock():
     assert ops["base"] < ops["lora"] < ops["fouriermoe"]
     assert report.count("one decode step (self CPU time)") == 3
     assert decode.common.clock == "cpu"
-    decode.common.clock = "wall"  # module state: leave it as the other tests expect
+    with pytest.raises(ValueError, match="--clock cpu measures host CPU time"):
+        decode.common.use_clock("cpu", torch.device("cuda"))
 
 
 def test_profile_names_must_be_measured_methods():
-    import pytest
-
     with pytest.raises(ValueError, match="--profile"):
         decode.main(
             ["--model", "tiny-llama", "--methods", "lora", "--profile", "frame", "--rounds", "1"]

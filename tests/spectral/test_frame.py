@@ -171,3 +171,9 @@ def test_routed_lowrank_experts_with_the_routers_experts_equals_searching_them()
     given = apply_routed_lowrank_experts(x, lora_a, lora_b, routing.gates, 2, 0.5, routing.topk_index)
     assert torch.allclose(given, searched, atol=1e-6)
     assert torch.allclose(given, apply_lowrank_experts(x, lora_a, lora_b, routing.gates, 0.5), atol=1e-5)
+    # the given index is what is computed: every gate positive, the two lowest-gate experts given
+    dense = torch.rand(3, 5, 4, generator=g) + 0.1
+    lowest = dense.topk(2, dim=-1, largest=False).indices
+    only_lowest = torch.zeros_like(dense).scatter(-1, lowest, dense.gather(-1, lowest))
+    y_lowest = apply_routed_lowrank_experts(x, lora_a, lora_b, dense, 2, 0.5, lowest)
+    assert torch.allclose(y_lowest, apply_lowrank_experts(x, lora_a, lora_b, only_lowest, 0.5), atol=1e-5)

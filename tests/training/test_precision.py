@@ -132,7 +132,9 @@ def test_bf16_training_lowers_the_loss_and_keeps_float32_adapters(method, tmp_pa
 
 
 def test_autocast_context():
+    assert prec.active_autocast_dtype("cpu") is None
     with prec.autocast("bf16", "cpu"):
+        assert prec.active_autocast_dtype("cpu") == torch.bfloat16
         assert torch.is_autocast_enabled("cpu")
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with prec.autocast("fp32", "cpu"):

@@ -40,6 +40,7 @@ import math
 
 import torch
 
+from ..precision import active_autocast_dtype
 from .fourier import uses_routed_gather
 
 PRECISIONS = ("fp32", "bf16")
@@ -92,10 +93,7 @@ def precision_of(dtype: torch.dtype, device_type: str) -> str:
     or for half-precision inputs (``dtype``), else ``"fp32"``."""
     if dtype in (torch.bfloat16, torch.float16):
         return "bf16"
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
-        if torch.get_autocast_dtype(device_type) in (torch.bfloat16, torch.float16):
-            return "bf16"
-    return "fp32"
+    return "bf16" if active_autocast_dtype(device_type) in (torch.bfloat16, torch.float16) else "fp32"
 
 
 def check_precision(precision: str) -> str:

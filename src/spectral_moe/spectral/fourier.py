@@ -212,7 +212,7 @@ def real_edge_bins_(half: torch.Tensor, n: int) -> torch.Tensor:
     applies the same ``Π``. ``O(T)``: one or two strided writes, no FFT.
     """
     # one strided view of both bins (0 and n/2 are n/2 apart in the n//2+1 bins): one write
-    half.imag[..., 0 :: max(n // 2, 1) if n % 2 == 0 else n].zero_()
+    half.imag[..., 0 :: n // 2 if n % 2 == 0 else n].zero_()
     return half
 
 
@@ -288,7 +288,7 @@ class _SpectralMix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, coef, gates, experts, spec, plan):  # noqa: D102
         if spec is None:
-            spec = torch.fft.rfft(x.to(fft_dtype(x.dtype)), dim=-1)
+            spec = input_spectrum(x)
         ctx.plan, ctx.routed, ctx.x_dtype = plan, experts is not None, x.dtype
         ctx.save_for_backward(spec, coef, gates, *((experts,) if ctx.routed else ()))
         return _mix(spec, coef, gates, experts, plan)
@@ -413,9 +413,7 @@ def apply_fft(
     if torch.is_grad_enabled() and (xt.requires_grad or c.requires_grad or g.requires_grad):
         y = _SpectralMix.apply(xt, c, g, routed, spec, plan)  # [T, M]
     else:  # nothing to differentiate (inference): the same forward without an autograd node
-        if spec is None:
-            spec = torch.fft.rfft(xt.to(dtype), dim=-1)
-        y = _mix(spec, c, g, routed, plan)
+        y = _mix(input_spectrum(xt) if spec is None else spec, c, g, routed, plan)
     return y.reshape(*lead, d_out)
 
 

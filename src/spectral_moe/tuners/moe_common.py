@@ -37,6 +37,7 @@ from peft.tuners.tuners_utils import (
 from peft.utils.other import transpose
 from torch import nn
 
+from ..precision import active_autocast_dtype
 from ..routing import (
     ROUTER_FEATURES,
     RouterLossStats,
@@ -217,18 +218,6 @@ def check_supported_target(config: Any, target: nn.Module, target_name: str) -> 
         )
 
 
-def _detached(routing: Routing) -> Routing:
-    """``routing`` without autograd graph (views): what an evaluation forward may keep past itself."""
-    if not (routing.probs.requires_grad or routing.gates.requires_grad or routing.logits.requires_grad):
-        return routing  # nothing to drop (no grad, inference mode)
-    return Routing(
-        probs=routing.probs.detach(),
-        gates=routing.gates.detach(),
-        topk_index=routing.topk_index,
-        logits=routing.logits.detach(),
-    )
-
-
 def resolved_loss_stats(stats: RouterLossStats | Callable[[], RouterLossStats]) -> RouterLossStats:
     """A layer's recorded loss statistics (``_router_losses``): computed now where the forward deferred them
     (evaluation: a ``functools.partial`` of ``router_loss_stats`` on the detached routing)."""
@@ -311,7 +300,7 @@ class RoutedLayerMixin(BaseTunerLayer):
             energies = log_band_energies(x, config.router_spectral_bands, spectrum=spec).to(work)
             feats = torch.cat([feats, energies], dim=-1)
         device_type = x.device.type
-        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        if active_autocast_dtype(device_type) is not None:
             with torch.autocast(device_type, enabled=False):
                 logits = router(feats)
         else:
@@ -346,7 +335,7 @@ class RoutedLayerMixin(BaseTunerLayer):
             self._router_losses[adapter_name] = (
                 router_loss_stats(routing, mask)
                 if self.training
-                else functools.partial(router_loss_stats, _detached(routing), mask)
+                else functools.partial(router_loss_stats, routing.detached(), mask)
             )
         self.router_stats[adapter_name] = RouterStatistics(routing)  # computed when read (logged)
         return routing

@@ -36,6 +36,7 @@ import torch
 from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
+from ...precision import active_autocast_dtype
 from ...spectral import bands
 from ...spectral.cost_model import fft_is_cheaper, precision_of
 from ...spectral.fourier import (
@@ -253,12 +254,7 @@ class FourierMoELayer(RoutedLayerMixin):
         if mode == "dense":
             if not reuse:
                 return apply_dense(x, self.delta_weights(adapter_name), gates)
-            device_type = x.device.type
-            matmul_dtype = (
-                torch.get_autocast_dtype(device_type)
-                if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-                else fft_dtype(real.dtype)
-            )
+            matmul_dtype = active_autocast_dtype(x.device.type) or fft_dtype(real.dtype)
             delta = self._reused(
                 adapter_name,
                 "dense",

@@ -25,6 +25,7 @@ import torch
 from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
+from ...precision import active_autocast_dtype
 from ...spectral.frame import (
     apply_lowrank_experts,
     apply_routed_lowrank_experts,
@@ -226,7 +227,7 @@ class FrameLayer(RoutedLayerMixin):
             return False
         if config.expert_mode == "auto":  # the cost model first: it never probes a device it has no fit for
             device_type = x.device.type
-            if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+            if active_autocast_dtype(device_type) is not None:
                 return False
             num_experts, k, d_in = lora_a.shape
             tokens = x.numel() // d_in
