@@ -12,6 +12,7 @@ import torch
 from transformers import TrainerCallback
 
 from spectral_moe.pipeline.run import RunConfig, train
+from tests.training.distributed import watchdog
 
 STEPS = 3
 
@@ -41,6 +42,7 @@ class GradRecorder(TrainerCallback):
 
 
 def main() -> None:
+    watchdog()
     method, model, task, out, batch_size = sys.argv[1:6]
     torch.use_deterministic_algorithms(True)
     adapter = {"num_experts": 4, "top_k": 2, "router_aux_loss_coef": 0.5, "router_z_loss_coef": 0.01}

@@ -14,11 +14,13 @@ from transformers import AutoModelForCausalLM
 
 from spectral_moe import FourierMoEConfig, FrameConfig
 from tests.helpers import ToyLM
+from tests.training.distributed import watchdog
 
 STEPS, GLOBAL_BATCH = 3, 4
 
 
 def main() -> None:
+    watchdog()
     method, model_dir, out = sys.argv[1:4]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -6,57 +6,24 @@ parameters after the run equal the single-process ones. The router aux loss is n
 batch; it matches only because the ranks pool their routers' dispatch counts.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.helpers import save_tiny_llama, write_jsonl_task
+from tests.training.distributed import run_single, run_torchrun
 
 WORKER = Path(__file__).with_name("ddp_train.py")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _run(args: list[str], env: dict) -> None:
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("method", ["fouriermoe", "frame"])
 def test_two_process_ddp_equals_one_process(tmp_path, method):
     model = save_tiny_llama(tmp_path / "model")
     task = write_jsonl_task(tmp_path / "task.jsonl", n=60)
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(Path.cwd()), "OMP_NUM_THREADS": "1"}
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    _run([sys.executable, str(WORKER), method, model, task, str(single), "4"], env)
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(_free_port()),
-            str(WORKER),
-            method,
-            model,
-            task,
-            str(ddp),
-            "2",
-        ],
-        env,
-    )
+    run_single(WORKER, method, model, task, str(single), "4")
+    run_torchrun(WORKER, method, model, task, str(ddp), "2")
     one = torch.load(single / "record.rank0.pt")
     ranks = [torch.load(ddp / f"record.rank{r}.pt") for r in range(2)]
     names = set(one["params"])

@@ -5,37 +5,21 @@ the global batch only because the ranks pool their rank counts ``c`` before step
 fork steps each rank on its local counts, so its ranks drift apart).
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
+from tests.training.distributed import run_single, run_torchrun
+
 WORKER = Path(__file__).with_name("flylora_ddp_train.py")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _run(args: list[str], env: dict) -> None:
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 def test_two_process_bias_equals_one_process(tmp_path):
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(Path.cwd()), "OMP_NUM_THREADS": "1"}
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     single.mkdir()
     ddp.mkdir()
-    _run([sys.executable, str(WORKER), str(single)], env)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    _run([*launcher, "--master_port", str(_free_port()), str(WORKER), str(ddp)], env)
+    run_single(WORKER, str(single))
+    run_torchrun(WORKER, str(ddp))
     one = torch.load(single / "record.rank0.pt")
     ranks = [torch.load(ddp / f"record.rank{r}.pt") for r in range(2)]
     assert len(one["steps"]) == 3

@@ -6,16 +6,13 @@ the forward and their gradients reduced like any parameter; the router aux loss 
 is the same sharding done by hand.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.helpers import save_tiny_llama
-from tests.training.test_ddp import _free_port
+from tests.training.distributed import run_single, run_torchrun
 
 WORKER = Path(__file__).with_name("fsdp_train.py")
 
@@ -23,20 +20,9 @@ WORKER = Path(__file__).with_name("fsdp_train.py")
 @pytest.mark.parametrize("method", ["fouriermoe", "frame"])
 def test_fsdp2_two_processes_equal_one_process(tmp_path, method):
     model = save_tiny_llama(tmp_path / "model")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(Path.cwd()), "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
-    for cmd, out in (
-        ([sys.executable, str(WORKER)], one),
-        (
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-            + ["--master_port", str(_free_port()), str(WORKER)],
-            two,
-        ),
-    ):
-        proc = subprocess.run(
-            [*cmd, method, model, str(out)], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    run_single(WORKER, method, model, str(one))
+    run_torchrun(WORKER, method, model, str(two))
     a, b = torch.load(one), torch.load(two)
     assert a["params"].keys() == b["params"].keys() and len(a["params"]) > 0
     for n, p in a["params"].items():
