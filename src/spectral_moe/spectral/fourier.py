@@ -59,6 +59,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .fourier_fused import run_fused
+
 
 def fft_dtype(dtype: torch.dtype) -> torch.dtype:
     """Real dtype the FFTs run in: float64 stays float64, everything else float32."""
@@ -165,6 +167,19 @@ class FftPlan:
             cache[dtype] = (self.rho.to(dtype), self.grad_scale.to(dtype), w.to(dtype))
         return cache[dtype]
 
+    def fused_tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(in_mod, sign, edge)`` of ``spectral.fourier_fused`` (float32 ``sign``/``edge``), built once:
+        ``in_mod = in_index mod (N//2+1)`` [Z, n], ``sign = −1`` where the term reads ``conj R`` else 1,
+        ``edge`` [M//2+1] 0 at the self-conjugate rows 0 and M/2, else 1."""
+        tables = self.__dict__.get("_fused")
+        if tables is None:
+            bins = self.d_in // 2 + 1
+            sign = torch.where(self.in_index >= bins, -1.0, 1.0).to(self.rho.device)
+            edge = torch.ones(self.d_out // 2 + 1, device=self.rho.device)
+            edge[0 :: self.d_out // 2 if self.d_out % 2 == 0 else self.d_out] = 0.0
+            tables = self.__dict__["_fused"] = ((self.in_index % bins).contiguous(), sign, edge)
+        return tables
+
 
 def fft_plan(rows: torch.Tensor, cols: torch.Tensor, d_out: int, d_in: int) -> FftPlan:
     """The ``FftPlan`` of positions ``rows``, ``cols`` [Z, n] (module docstring, "FFT plan")."""
@@ -265,6 +280,33 @@ def _mix(
     return torch.fft.irfft(half, n=plan.d_out)
 
 
+def _fused_mix(
+    spec: torch.Tensor, coef: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor, plan: FftPlan
+) -> torch.Tensor | None:
+    """``_mix`` of the routed path by ``spectral.fourier_fused``'s compiled forward (None: not available)."""
+    in_mod, sign, edge = plan.fused_tables()
+    coef = coef.resolve_conj()
+    half = run_fused(
+        "forward",
+        spec.real.contiguous(),
+        spec.imag.contiguous(),
+        coef.real.contiguous(),
+        coef.imag.contiguous(),
+        sign,
+        in_mod,
+        plan.out_index,
+        gates.to(spec.real.dtype),
+        experts,
+        edge,
+    )
+    return None if half is None else torch.fft.irfft(torch.complex(*half), n=plan.d_out)
+
+
+def _uses_fused(fused: bool, experts: torch.Tensor | None, spec: torch.Tensor) -> bool:
+    """The fused kernels serve the routed path in float32 (float64 keeps the reference path)."""
+    return fused and experts is not None and spec.dtype == torch.complex64
+
+
 class _SpectralMix(torch.autograd.Function):
     """``y = irfft_M(G)``, ``G_t[r] = Σ g_{t,z} Σ_j c''_{z,j} S_t[i_{z,j}] δ[r_{z,j}]``, hand-written backward.
 
@@ -283,14 +325,23 @@ class _SpectralMix(torch.autograd.Function):
     ``conj(a)`` is gathered with the same index from ``conj(S) = [conj(R), R]``. Saved: ``R``
     ``[T, N//2+1]`` (the input spectrum, about the size of ``x``), ``coef``, ``gates``, ``experts``;
     nothing of size ``[T, Z·n]`` is kept between forward and backward.
+
+    ``fused``: the routed float32 path runs ``spectral.fourier_fused``'s compiled kernels instead
+    (the same formulas in real arithmetic, fused; unfused if compiling is not possible here).
     """
 
     @staticmethod
-    def forward(ctx, x, coef, gates, experts, spec, plan):  # noqa: D102
+    def forward(ctx, x, coef, gates, experts, spec, plan, fused=False):  # noqa: D102
         if spec is None:
             spec = input_spectrum(x)
         ctx.plan, ctx.routed, ctx.x_dtype = plan, experts is not None, x.dtype
         ctx.save_for_backward(spec, coef, gates, *((experts,) if ctx.routed else ()))
+        ctx.fused = _uses_fused(fused, experts, spec)
+        if ctx.fused:
+            y = _fused_mix(spec, coef, gates, experts, plan)
+            if y is not None:
+                return y
+            ctx.fused = False
         return _mix(spec, coef, gates, experts, plan)
 
     @staticmethod
@@ -307,6 +358,16 @@ class _SpectralMix(torch.autograd.Function):
         _, grad_scale, adjoint_weights = plan.real_vectors(real_dtype)
         grad_half = torch.fft.rfft(grad_y.to(real_dtype), dim=-1).mul_(grad_scale)
         real_edge_bins_(grad_half, plan.d_out)  # dG = Π(rfft(∂L/∂y)/(M·ρ)): Π is self-adjoint
+        if ctx.fused:
+            fused = _fused_backward(grad_half, spec, coef, gates_r.squeeze(-1), experts, plan)
+            if fused is not None:
+                d_spec, grad_gates, grad_coef = fused
+                grad_x = None
+                if need_x:
+                    d_spec = real_edge_bins_(d_spec.mul_(adjoint_weights), plan.d_in)
+                    grad_x = torch.fft.irfft(d_spec, n=plan.d_in, dim=-1).to(ctx.x_dtype)
+                grad_gates = grad_gates.to(gates.dtype) if need_gates else None
+                return grad_x, grad_coef if need_coef else None, grad_gates, None, None, None, None
         d_terms = _gather_terms(
             grad_half, _term_index(plan.out_flat, plan.out_index, experts), shape
         )  # dG[r]
@@ -341,7 +402,38 @@ class _SpectralMix(torch.autograd.Function):
             d_spec = d_doubled[:, :bins].add_(d_doubled[:, bins:].conj()).mul_(adjoint_weights)
             real_edge_bins_(d_spec, plan.d_in)  # Im ∂L/∂R at bins 0, N/2 meets sin(0) = 0: no effect on x
             grad_x = torch.fft.irfft(d_spec, n=plan.d_in, dim=-1).to(ctx.x_dtype)
-        return grad_x, grad_coef, grad_gates, None, None, None
+        return grad_x, grad_coef, grad_gates, None, None, None, None
+
+
+def _fused_backward(
+    grad_half: torch.Tensor,
+    spec: torch.Tensor,
+    coef: torch.Tensor,
+    gates: torch.Tensor,
+    experts: torch.Tensor,
+    plan: FftPlan,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``(∂L/∂R before rfft's adjoint weights, ∂g, ∂c'')`` by the compiled backward (None: unavailable)."""
+    in_mod, sign, _ = plan.fused_tables()
+    coef = coef.resolve_conj()
+    out = run_fused(
+        "backward",
+        grad_half.real.contiguous(),
+        grad_half.imag.contiguous(),
+        spec.real.contiguous(),
+        spec.imag.contiguous(),
+        coef.real.contiguous(),
+        coef.imag.contiguous(),
+        sign,
+        in_mod,
+        plan.out_index,
+        gates,
+        experts,
+    )
+    if out is None:
+        return None
+    dr_re, dr_im, grad_gates, gc_re, gc_im = out
+    return torch.complex(dr_re, dr_im), grad_gates, torch.complex(gc_re, gc_im)
 
 
 def mixing_coefficients(
@@ -367,6 +459,7 @@ def apply_fft(
     plan: FftPlan | None = None,
     mixed: torch.Tensor | None = None,
     experts: torch.Tensor | None = None,
+    fused: bool = False,
 ) -> torch.Tensor:
     """``Σ_z gates[..., z] · ΔW_z x`` by 1-D FFTs (module docstring), without any dense ``ΔW``.
 
@@ -387,6 +480,8 @@ def apply_fft(
         experts: int64 ``[..., top_k]``, each token's ``top_k`` experts when the caller has them (the
             router's ``topk_index``; the nonzero gates' positions), so they are not searched again;
             used only on the routed path (``top_k`` given).
+        fused: run the routed float32 path by ``spectral.fourier_fused``'s compiled kernels (the same
+            result to float32 rounding; the unfused path where compiling is not possible).
     Returns:
         ``[..., d_out]`` in the FFT dtype (float32, or float64 for float64 inputs).
     """
@@ -411,9 +506,11 @@ def apply_fft(
         )
         g = g.gather(1, routed)
     if torch.is_grad_enabled() and (xt.requires_grad or c.requires_grad or g.requires_grad):
-        y = _SpectralMix.apply(xt, c, g, routed, spec, plan)  # [T, M]
+        y = _SpectralMix.apply(xt, c, g, routed, spec, plan, fused)  # [T, M]
     else:  # nothing to differentiate (inference): the same forward without an autograd node
-        y = _mix(input_spectrum(xt) if spec is None else spec, c, g, routed, plan)
+        spec = input_spectrum(xt) if spec is None else spec
+        y = _fused_mix(spec, c, g, routed, plan) if _uses_fused(fused, routed, spec) else None
+        y = _mix(spec, c, g, routed, plan) if y is None else y
     return y.reshape(*lead, d_out)
 
 

@@ -286,6 +286,7 @@ class FourierMoELayer(RoutedLayerMixin):
             plan=plan,
             mixed=mixed,
             experts=experts,
+            fused=config.fused_kernels,
         )
 
 
