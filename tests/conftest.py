@@ -18,3 +18,19 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def eager_kernels(monkeypatch):
+    """``fused_kernels=True`` runs ``spectral.fourier_fused``'s kernels uncompiled (their formulas, without
+    the compile time); yields the names of the kernels called, in order."""
+    from spectral_moe.spectral import fourier, fourier_fused
+
+    calls = []
+
+    def eager(name, *args, compiled=True):
+        calls.append(name)
+        return fourier_fused.run_fused(name, *args, compiled=False)
+
+    monkeypatch.setattr(fourier, "run_fused", eager)
+    return calls

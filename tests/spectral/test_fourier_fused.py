@@ -53,19 +53,6 @@ def _rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-@pytest.fixture
-def eager_kernels(monkeypatch):
-    """``fused=True`` runs the kernels uncompiled (their formulas, without the compile time)."""
-    calls = []
-
-    def eager(name, *args, compiled=True):
-        calls.append(name)
-        return fourier_fused.run_fused(name, *args, compiled=False)
-
-    monkeypatch.setattr(fourier, "run_fused", eager)
-    return calls
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 def test_fused_formulas_equal_the_unfused_path(shape, eager_kernels):
     case = _case(shape)

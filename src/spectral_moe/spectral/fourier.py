@@ -280,25 +280,21 @@ def _mix(
     return torch.fft.irfft(half, n=plan.d_out)
 
 
+def _fused_tables(spec: torch.Tensor, coef: torch.Tensor, plan: FftPlan) -> tuple[torch.Tensor, ...]:
+    """``(s_re, s_im, c_re, c_im, sign, in_mod, out_index)``: the arguments ``spectral.fourier_fused``'s
+    two kernels share, from ``R`` = ``spec`` [T, N//2+1], ``c''`` = ``coef`` [Z, n] and the plan."""
+    in_mod, sign, _ = plan.fused_tables()
+    coef = coef.resolve_conj()
+    parts = (spec.real, spec.imag, coef.real, coef.imag)
+    return (*(t.contiguous() for t in parts), sign, in_mod, plan.out_index)
+
+
 def _fused_mix(
     spec: torch.Tensor, coef: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor, plan: FftPlan
 ) -> torch.Tensor | None:
     """``_mix`` of the routed path by ``spectral.fourier_fused``'s compiled forward (None: not available)."""
-    in_mod, sign, edge = plan.fused_tables()
-    coef = coef.resolve_conj()
-    half = run_fused(
-        "forward",
-        spec.real.contiguous(),
-        spec.imag.contiguous(),
-        coef.real.contiguous(),
-        coef.imag.contiguous(),
-        sign,
-        in_mod,
-        plan.out_index,
-        gates.to(spec.real.dtype),
-        experts,
-        edge,
-    )
+    edge = plan.fused_tables()[2]
+    half = run_fused("forward", *_fused_tables(spec, coef, plan), gates.to(spec.real.dtype), experts, edge)
     return None if half is None else torch.fft.irfft(torch.complex(*half), n=plan.d_out)
 
 
@@ -414,22 +410,8 @@ def _fused_backward(
     plan: FftPlan,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """``(∂L/∂R before rfft's adjoint weights, ∂g, ∂c'')`` by the compiled backward (None: unavailable)."""
-    in_mod, sign, _ = plan.fused_tables()
-    coef = coef.resolve_conj()
-    out = run_fused(
-        "backward",
-        grad_half.real.contiguous(),
-        grad_half.imag.contiguous(),
-        spec.real.contiguous(),
-        spec.imag.contiguous(),
-        coef.real.contiguous(),
-        coef.imag.contiguous(),
-        sign,
-        in_mod,
-        plan.out_index,
-        gates,
-        experts,
-    )
+    d_parts = (grad_half.real.contiguous(), grad_half.imag.contiguous())
+    out = run_fused("backward", *d_parts, *_fused_tables(spec, coef, plan), gates, experts)
     if out is None:
         return None
     dr_re, dr_im, grad_gates, gc_re, gc_im = out

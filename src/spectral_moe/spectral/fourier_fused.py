@@ -29,6 +29,11 @@ from collections.abc import Callable
 import torch
 
 
+def _per_term(table: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """``table[experts]`` [T, k, n] for a per-expert ``table`` [Z, n] (whole rows, ``index_select``)."""
+    return table.index_select(0, experts.reshape(-1)).view(*experts.shape, table.shape[1])
+
+
 def fused_forward(
     s_re: torch.Tensor,
     s_im: torch.Tensor,
@@ -44,10 +49,9 @@ def fused_forward(
     """``(Re G, Im G)`` [T, M//2+1] (module docstring); ``edge`` [M//2+1] is 0 at rows 0 and M/2, else 1."""
     tokens, k = experts.shape
     n = in_mod.shape[1]
-    e = experts.reshape(-1)
 
-    def per_term(table: torch.Tensor) -> torch.Tensor:  # [Z, n] -> [T, k, n]
-        return table.index_select(0, e).view(tokens, k, n)
+    def per_term(table: torch.Tensor) -> torch.Tensor:
+        return _per_term(table, experts)
 
     index = per_term(in_mod).view(tokens, k * n)
     a_re = s_re.gather(1, index).view(tokens, k, n)
@@ -77,10 +81,9 @@ def fused_backward(
     """``(Re ∂R, Im ∂R [T, B], ∂g [T, k], Re ∂c'', Im ∂c'' [Z, n])`` from ``dG`` [T, M//2+1] (docstring)."""
     tokens, k = experts.shape
     num_experts, n = in_mod.shape
-    e = experts.reshape(-1)
 
     def per_term(table: torch.Tensor) -> torch.Tensor:
-        return table.index_select(0, e).view(tokens, k, n)
+        return _per_term(table, experts)
 
     rows = per_term(out_index).view(tokens, k * n)
     d_re = dg_re.gather(1, rows).view(tokens, k, n)

@@ -5,20 +5,6 @@ The kernels run uncompiled here (their formulas; tests/spectral/test_fourier_fus
 import pytest
 import torch
 
-from spectral_moe.spectral import fourier, fourier_fused
-
-
-@pytest.fixture
-def eager_kernels(monkeypatch):
-    calls = []
-
-    def eager(name, *args, compiled=True):
-        calls.append(name)
-        return fourier_fused.run_fused(name, *args, compiled=False)
-
-    monkeypatch.setattr(fourier, "run_fused", eager)
-    return calls
-
 
 def test_fused_kernels_option_trains_saves_and_loads(tmp_path, eager_kernels):
     from peft import PeftModel, get_peft_model
