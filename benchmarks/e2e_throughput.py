@@ -19,6 +19,8 @@ tokenizer (``--batch-size`` × ``--seq-len`` tokens, labels = inputs).
   forward and the loss under ``spectral_moe.precision.autocast`` (bf16 autocast, float32 weights and
   adapter master copies), backward and optimizer step outside it; evaluation forwards under the same
   autocast. The resolved precision is printed with the table.
+* ``fouriermoe-fused``: FourierMoE with ``fused_kernels=True`` (the FFT path's compiled kernels), so
+  the fused and unfused paths are timed in the same rounds.
 * peak RSS: the process's resident-set high-water mark (``VmHWM``), reset after the model is loaded
   (``/proc/self/clear_refs``) and read after the training steps, so it covers training only
   (model weights included); ``RSS loaded``: resident memory before training. On CUDA the columns are
@@ -45,7 +47,9 @@ try:
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
     import _common as common
 
-METHODS = ("lora", "fourierft", "moelora", "fouriermoe", "frame")
+# a variant: a library method with fixed options, timed next to the plain method in the same rounds
+VARIANTS = {"fouriermoe-fused": ("fouriermoe", {"fused_kernels": True})}
+METHODS = ("lora", "fourierft", "moelora", "fouriermoe", "frame", *VARIANTS)
 REFERENCE = "lora"
 RESULT_PREFIX = "E2E_RESULT "
 TEXT = (
@@ -151,16 +155,16 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     model, ids = load(cfg["model"], device)
     method = cfg["method"]
-    peft_config = build_peft_config(
-        method, cfg["target_modules"], "causal_lm", **cfg["overrides"].get(method, {})
-    )
+    family, fixed = VARIANTS.get(method, (method, {}))
+    options = {**fixed, **cfg["overrides"].get(method, {})}
+    peft_config = build_peft_config(family, cfg["target_modules"], "causal_lm", **options)
     model = get_peft_model(model, peft_config).to(device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = create_optimizer(
         model,
-        DEFAULT_LR[method],
+        DEFAULT_LR[family],
         order_lr=DEFAULT_ORDER_LR,
-        spectrum_lr=DEFAULT_SPECTRUM_LR if method == "fouriermoe" else DEFAULT_LR[method],
+        spectrum_lr=DEFAULT_SPECTRUM_LR if family == "fouriermoe" else DEFAULT_LR[family],
     )
     total = cfg["warmup"] + cfg["steps"]
     data = batches(ids, total, cfg["batch_size"], cfg["seq_len"], device)

@@ -67,6 +67,35 @@ def test_worker_reports_json_and_targets_apply():
     assert result["trainable"] == 2 * (8 * 16 * 2 + 8 * 128)
 
 
+def test_the_fused_variant_builds_fouriermoe_with_fused_kernels(monkeypatch):
+    from peft import get_peft_model as real_get_peft_model
+
+    seen = []
+
+    def spy(model, config, *args, **kwargs):
+        seen.append(config)
+        return real_get_peft_model(model, config, *args, **kwargs)
+
+    monkeypatch.setattr("peft.get_peft_model", spy)
+    cfg = {
+        "method": "fouriermoe-fused",
+        "model": "tiny-llama",
+        "target_modules": ["q_proj"],
+        "steps": 1,
+        "warmup": 0,
+        "batch_size": 1,
+        "seq_len": 8,
+        "threads": 0,
+        "device": "cpu",
+        "overrides": {"fouriermoe-fused": {"n_frequency": 16, "forward_mode": "dense"}},
+    }
+    result = e2e.worker(cfg)
+    assert result["method"] == "fouriermoe-fused"
+    assert type(seen[0]).__name__ == "FourierMoEConfig" and seen[0].fused_kernels is True
+    assert seen[0].n_frequency == 16  # --set options of the variant apply on top of its fixed ones
+    assert result["trainable"] == 2 * (8 * 16 * 2 + 8 * 128)
+
+
 def test_bad_set_option_names_the_format():
     with pytest.raises(ValueError, match="METHOD.OPTION=VALUE"):
         e2e.parse_overrides(["n_frequency=3"])
