@@ -19,6 +19,8 @@ tokenizer (``--batch-size`` × ``--seq-len`` tokens, labels = inputs).
   forward and the loss under ``spectral_moe.precision.autocast`` (bf16 autocast, float32 weights and
   adapter master copies), backward and optimizer step outside it; evaluation forwards under the same
   autocast. The resolved precision is printed with the table.
+* ``--clock cpu``: the steps timed by the worker's process CPU time instead of the wall clock (a shared
+  machine; with ``--threads 1``).
 * ``fouriermoe-fused``: FourierMoE with ``fused_kernels=True`` (the FFT path's compiled kernels), so
   the fused and unfused paths are timed in the same rounds.
 * peak RSS: the process's resident-set high-water mark (``VmHWM``), reset after the model is loaded
@@ -151,6 +153,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     device = common.resolve_device(cfg["device"])
+    common.use_clock(cfg.get("clock", "wall"), device)
     precision = resolve_precision(cfg.get("precision", "fp32"), device.type)
     torch.manual_seed(0)
     model, ids = load(cfg["model"], device)
@@ -284,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every method in this process (peak RSS then not per method)",
     )
     ap.add_argument("--out", default=None, help="write the table as markdown here")
+    common.add_clock_argument(ap, "the steps")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return ap
 
@@ -298,6 +302,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
     if args.steps < 1 or args.rounds < 1 or args.warmup < 0 or args.batch_size < 1 or args.seq_len < 2:
         raise ValueError("--steps, --rounds, --batch-size must be >= 1, --warmup >= 0, --seq-len >= 2")
     device = common.resolve_device(args.device)
+    common.use_clock(args.clock, device)  # checked here; each worker sets it again
     if args.threads:
         torch.set_num_threads(args.threads)
     targets = [t.strip() for t in args.target_modules.split(",") if t.strip()]
@@ -319,6 +324,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> s
                 "device": args.device,
                 "overrides": overrides,
                 "precision": args.precision,
+                "clock": args.clock,
             }
             r = run_method(cfg, not args.in_process)
             runs[method].append(r)

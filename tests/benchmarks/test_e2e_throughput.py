@@ -35,6 +35,8 @@ def test_main_in_process_tiny_model(tmp_path):
             "--in-process",
             "--set",
             "frame.transform=chirp",
+            "--clock",
+            "cpu",
             "--out",
             str(out),
         ],
