@@ -50,9 +50,10 @@ def test_main_in_process_tiny_model(tmp_path):
     assert "not per method" in report  # --in-process says so
 
 
-def test_worker_reports_json_and_targets_apply():
-    cfg = {
-        "method": "fouriermoe",
+def _worker_cfg(method: str, **options) -> dict:
+    """One worker's config: ``method`` on the tiny Llama's q_proj, one step, ``options`` as its --set."""
+    return {
+        "method": method,
         "model": "tiny-llama",
         "target_modules": ["q_proj"],
         "steps": 1,
@@ -61,9 +62,12 @@ def test_worker_reports_json_and_targets_apply():
         "seq_len": 8,
         "threads": 0,
         "device": "cpu",
-        "overrides": {"fouriermoe": {"n_frequency": 16}},
+        "overrides": {method: options},
     }
-    result = e2e.worker(cfg)
+
+
+def test_worker_reports_json_and_targets_apply():
+    result = e2e.worker(_worker_cfg("fouriermoe", n_frequency=16))
     json.dumps(result)
     # q_proj only, 2 layers: coefficients 8 experts × 16 × (re, im) + router 8 × 128, per layer
     assert result["trainable"] == 2 * (8 * 16 * 2 + 8 * 128)
@@ -79,19 +83,7 @@ def test_the_fused_variant_builds_fouriermoe_with_fused_kernels(monkeypatch):
         return real_get_peft_model(model, config, *args, **kwargs)
 
     monkeypatch.setattr("peft.get_peft_model", spy)
-    cfg = {
-        "method": "fouriermoe-fused",
-        "model": "tiny-llama",
-        "target_modules": ["q_proj"],
-        "steps": 1,
-        "warmup": 0,
-        "batch_size": 1,
-        "seq_len": 8,
-        "threads": 0,
-        "device": "cpu",
-        "overrides": {"fouriermoe-fused": {"n_frequency": 16, "forward_mode": "dense"}},
-    }
-    result = e2e.worker(cfg)
+    result = e2e.worker(_worker_cfg("fouriermoe-fused", n_frequency=16, forward_mode="dense"))
     assert result["method"] == "fouriermoe-fused"
     assert type(seen[0]).__name__ == "FourierMoEConfig" and seen[0].fused_kernels is True
     assert seen[0].n_frequency == 16  # --set options of the variant apply on top of its fixed ones
