@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import torch
 
-from spectral_moe.spectral import fourier_fused
+from spectral_moe.spectral import fourier, fourier_fused
 
 try:
     from benchmarks import _common as common
@@ -63,10 +63,7 @@ class FftCase:
     """The FFT path's inputs at one layer: positions of a real FourierMoE layer, routed gates."""
 
     def __init__(self, layer: torch.nn.Module, tokens: int, seed: int = 0) -> None:
-        from spectral_moe.spectral import fourier
-
         g = torch.Generator().manual_seed(seed)
-        self.fourier = fourier
         self.plan = layer.fft_plan("default")
         real, imag = layer.coefficients("default")
         scaling = layer.fouriermoe_config["default"].scaling
@@ -84,7 +81,7 @@ class FftCase:
         x = self.x.clone().requires_grad_()
         coef = self.coef.clone().requires_grad_()
         gates = self.gates.clone().requires_grad_()
-        y = self.fourier.apply_fft(
+        y = fourier.apply_fft(
             x,
             coef.real,
             coef.imag,
@@ -101,35 +98,14 @@ class FftCase:
         )
         return (y.detach(), *torch.autograd.grad(y, (x, coef, gates), self.grad_y))
 
-    def eager_fused(self) -> tuple[torch.Tensor, ...]:
-        """The same four tensors from ``fused_forward``/``fused_backward`` run eagerly, and the FFTs."""
-        forward, backward = fourier_fused.fused_forward, fourier_fused.fused_backward
-        plan, d_in, d_out = self.plan, self.plan.d_in, self.plan.d_out
-        spec = torch.fft.rfft(self.x, dim=-1)
-        s_re, s_im = spec.real.contiguous(), spec.imag.contiguous()
-        c_re, c_im = self.coef.real.contiguous(), self.coef.imag.contiguous()
-        in_mod, sign, edge = plan.fused_tables()
-        tables = (c_re, c_im, sign, in_mod, plan.out_index)
-        g_re, g_im = forward(s_re, s_im, *tables, self.gates, self.experts, edge)
-        y = torch.fft.irfft(torch.complex(g_re, g_im), n=d_out)
-        _, grad_scale, adjoint = plan.real_vectors(torch.float32)
-        d_half = torch.fft.rfft(self.grad_y, dim=-1).mul_(grad_scale)
-        self.fourier.real_edge_bins_(d_half, d_out)
-        dr_re, dr_im, grad_gates, gc_re, gc_im = backward(
-            d_half.real.contiguous(), d_half.imag.contiguous(), s_re, s_im, *tables, self.gates, self.experts
-        )
-        d_spec = self.fourier.real_edge_bins_(torch.complex(dr_re, dr_im).mul_(adjoint), d_in)
-        return y, torch.fft.irfft(d_spec, n=d_in), torch.complex(gc_re, gc_im), grad_gates
-
     def ffts(self) -> None:
         """The four FFTs of one forward + backward, nothing else."""
         spec = torch.fft.rfft(self.x, dim=-1)
         torch.fft.irfft(
             torch.zeros(spec.shape[0], self.plan.d_out // 2 + 1, dtype=spec.dtype), n=self.plan.d_out
         )
-        d_half = torch.fft.rfft(self.grad_y, dim=-1)
+        torch.fft.rfft(self.grad_y, dim=-1)
         torch.fft.irfft(torch.zeros_like(spec), n=self.plan.d_in)
-        del d_half
 
     def one_pass(self) -> None:
         """One gather of the ``T·k·n`` complex terms (the unit of the FFT path's memory passes)."""
@@ -168,7 +144,12 @@ def run_shape(d_out: int, d_in: int, args: argparse.Namespace, device: torch.dev
     }
     errors: dict[str, float] = {}
     eager = "FFT path, fused kernels (eager)"
-    fns[eager] = case.eager_fused
+
+    def eager_fused() -> tuple[torch.Tensor, ...]:
+        with fourier_fused.eager():
+            return case.apply_fft(fused=True)
+
+    fns[eager] = eager_fused
     errors[eager] = relative_error(reference, fns[eager]())
     compile_seconds = None
     if not args.no_compile:

@@ -106,6 +106,25 @@ def test_a_compile_failure_warns_once_and_falls_back(monkeypatch):
         _run(case, 9, fused=True)
 
 
+def test_inside_eager_the_kernels_run_uncompiled(monkeypatch):
+    monkeypatch.setattr(fourier_fused, "_DISABLED", [])
+
+    def no_compile(name):
+        raise AssertionError("compiled inside eager()")
+
+    monkeypatch.setattr(fourier_fused, "_compiled", no_compile)
+    case = _case((9, 8))
+    y_ref, grads_ref = _run(case, 9, fused=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning either: the kernels themselves ran
+        with fourier_fused.eager():
+            y, grads = _run(case, 9, fused=True)
+    assert fourier_fused.fused_unavailable() is None
+    assert _rel(y, y_ref) < 1e-5
+    for got, want in zip(grads, grads_ref):
+        assert _rel(got, want) < 1e-5
+
+
 def test_compiled_kernels_match_and_compile_once_for_every_token_count():
     from torch._dynamo.utils import counters
 

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .fourier_fused import run_fused
+from .fourier_fused import per_term, run_fused
 
 
 def fft_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -237,15 +237,9 @@ def _doubled_spectrum(spec: torch.Tensor, swapped: bool = False) -> torch.Tensor
     return torch.cat([spec.conj(), spec] if swapped else [spec, spec.conj()], dim=-1)
 
 
-def _per_pair(table: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """``table[experts]`` ``[T, k, n]`` for a per-expert ``table`` [Z, n]: whole rows copied by
-    ``index_select`` (several times faster on CPU than advanced indexing, which goes element-wise)."""
-    return table.index_select(0, experts.reshape(-1)).view(*experts.shape, table.shape[1])
-
-
 def _term_index(flat: torch.Tensor, table: torch.Tensor, experts: torch.Tensor | None) -> torch.Tensor:
     """Index of every term: the static ``flat`` [Z·n] (all experts) or ``table[experts]`` [T, k·n]."""
-    return flat if experts is None else _per_pair(table, experts).flatten(1)
+    return flat if experts is None else per_term(table, experts).flatten(1)
 
 
 def _gather_terms(source: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -272,7 +266,7 @@ def _mix(
     shape = (spec.shape[0], *gates.shape[1:], coef.shape[1])
     in_index = _term_index(plan.in_flat, plan.in_index, experts)
     terms = _gather_terms(_doubled_spectrum(spec), in_index, shape)
-    terms.mul_(coef if experts is None else _per_pair(coef, experts))
+    terms.mul_(coef if experts is None else per_term(coef, experts))
     terms.mul_(gates.to(spec.real.dtype).unsqueeze(-1))
     half = torch.zeros(spec.shape[0], plan.d_out // 2 + 1, dtype=spec.dtype, device=spec.device)
     out_index = _term_index(plan.out_flat, plan.out_index, experts)
@@ -370,7 +364,7 @@ class _SpectralMix(torch.autograd.Function):
         del grad_half
         in_index = _term_index(plan.in_flat, plan.in_index, experts)
         coef_conj = coef.conj().resolve_conj()
-        coef_conj_b = coef_conj if experts is None else _per_pair(coef_conj, experts)  # conj(c'') per term
+        coef_conj_b = coef_conj if experts is None else per_term(coef_conj, experts)  # conj(c'') per term
         grad_x = grad_coef = grad_gates = None
         if need_coef or need_gates:
             p = _gather_terms(_doubled_spectrum(spec, swapped=True), in_index, shape).mul_(d_terms)

@@ -4,7 +4,7 @@
 kernels, each a pass over the ``T·k·n`` terms (``T`` tokens, ``k`` routed experts, ``n`` coefficients
 per expert). Here the same formulas (``fourier`` module docstring; ``_SpectralMix`` for the backward)
 are written in real arithmetic, which inductor fuses into loops that read each term once
-(benchmarks/fft_path_floor.py: 1.5–1.7× faster FFT path at smollm2's widths, results/perf_bf16.md).
+(benchmarks/fft_path_floor.py: a 1.0–1.7× faster FFT path at smollm2's widths, results/perf_bf16.md).
 Hand-written because no kept library fuses this pattern; ``torch.compile`` does the fusing.
 
 Notation: ``R = rfft(x)`` [T, B] (``B = N//2+1``), split into ``s_re, s_im``; per coefficient [Z, n]
@@ -23,14 +23,16 @@ rounding. The token dimension is compiled dynamic (one compile per layer shape, 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 
-def _per_term(table: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """``table[experts]`` [T, k, n] for a per-expert ``table`` [Z, n] (whole rows, ``index_select``)."""
+def per_term(table: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """``table[experts]`` ``[T, k, n]`` for a per-expert ``table`` [Z, n]: whole rows copied by
+    ``index_select`` (several times faster on CPU than advanced indexing, which goes element-wise)."""
     return table.index_select(0, experts.reshape(-1)).view(*experts.shape, table.shape[1])
 
 
@@ -49,18 +51,14 @@ def fused_forward(
     """``(Re G, Im G)`` [T, M//2+1] (module docstring); ``edge`` [M//2+1] is 0 at rows 0 and M/2, else 1."""
     tokens, k = experts.shape
     n = in_mod.shape[1]
-
-    def per_term(table: torch.Tensor) -> torch.Tensor:
-        return _per_term(table, experts)
-
-    index = per_term(in_mod).view(tokens, k * n)
+    index = per_term(in_mod, experts).view(tokens, k * n)
     a_re = s_re.gather(1, index).view(tokens, k, n)
-    a_im = s_im.gather(1, index).view(tokens, k, n) * per_term(sign)
-    cr, ci = per_term(c_re), per_term(c_im)
+    a_im = s_im.gather(1, index).view(tokens, k, n) * per_term(sign, experts)
+    cr, ci = per_term(c_re, experts), per_term(c_im, experts)
     g = gates.unsqueeze(-1)
     t_re = ((a_re * cr - a_im * ci) * g).view(tokens, k * n)
     t_im = ((a_re * ci + a_im * cr) * g).view(tokens, k * n)
-    rows = per_term(out_index).view(tokens, k * n)
+    rows = per_term(out_index, experts).view(tokens, k * n)
     zeros = torch.zeros(tokens, edge.shape[0], dtype=s_re.dtype, device=s_re.device)
     return zeros.scatter_add(1, rows, t_re), zeros.scatter_add(1, rows, t_im) * edge
 
@@ -81,18 +79,14 @@ def fused_backward(
     """``(Re ∂R, Im ∂R [T, B], ∂g [T, k], Re ∂c'', Im ∂c'' [Z, n])`` from ``dG`` [T, M//2+1] (docstring)."""
     tokens, k = experts.shape
     num_experts, n = in_mod.shape
-
-    def per_term(table: torch.Tensor) -> torch.Tensor:
-        return _per_term(table, experts)
-
-    rows = per_term(out_index).view(tokens, k * n)
+    rows = per_term(out_index, experts).view(tokens, k * n)
     d_re = dg_re.gather(1, rows).view(tokens, k, n)
     d_im = dg_im.gather(1, rows).view(tokens, k, n)
-    index = per_term(in_mod).view(tokens, k * n)
-    s = per_term(sign)
+    index = per_term(in_mod, experts).view(tokens, k * n)
+    s = per_term(sign, experts)
     a_re = s_re.gather(1, index).view(tokens, k, n)
     a_im = s_im.gather(1, index).view(tokens, k, n) * s
-    cr, ci = per_term(c_re), per_term(c_im)
+    cr, ci = per_term(c_re, experts), per_term(c_im, experts)
     g = gates.unsqueeze(-1)
     p_re = d_re * a_re + d_im * a_im
     p_im = d_im * a_re - d_re * a_im
@@ -118,6 +112,7 @@ TOKEN_ARGS = {"forward": (0, 1, 7, 8), "backward": (0, 1, 2, 3, 9, 10)}  # argum
 RECOMPILE_LIMIT = 64  # one compile per layer shape (and one for T = 1): a model has a handful
 _COMPILED: dict[str, Callable] = {}
 _DISABLED: list[str] = []  # the reason, once compiling failed in this process
+_EAGER: list[bool] = []  # non-empty inside ``eager()``
 
 
 def _compiled(name: str) -> Callable:
@@ -133,8 +128,8 @@ def _compiled(name: str) -> Callable:
 def run_fused(name: str, *args: torch.Tensor, compiled: bool = True) -> tuple[torch.Tensor, ...] | None:
     """``fused_forward`` or ``fused_backward`` (``name``) on ``args``, compiled; None if compiling is not
     possible here (no C++ compiler on CPU, no triton on CUDA): then it warns once and the caller runs
-    the unfused path. ``compiled=False`` runs the eager functions (tests)."""
-    if not compiled:
+    the unfused path. ``compiled=False`` (or inside ``eager()``) runs the functions uncompiled."""
+    if not compiled or _EAGER:
         return KERNELS[name](*args)
     if _DISABLED:
         return None
@@ -156,3 +151,14 @@ def run_fused(name: str, *args: torch.Tensor, compiled: bool = True) -> tuple[to
 def fused_unavailable() -> str | None:
     """Why the compiled kernels are off in this process (compiling failed once), else None."""
     return _DISABLED[0] if _DISABLED else None
+
+
+@contextlib.contextmanager
+def eager() -> Iterator[None]:
+    """Inside, ``fused_kernels=True`` runs the two kernels uncompiled: their formulas, without the compile
+    (benchmarks/fft_path_floor.py times them so)."""
+    _EAGER.append(True)
+    try:
+        yield
+    finally:
+        _EAGER.pop()

@@ -39,9 +39,10 @@ class FourierMoEConfig(RoutedAdapterConfig):
         fused_kernels: run the FFT path's routed gather · multiply · scatter as two fused kernels
             compiled by ``torch.compile`` (``spectral.fourier_fused``; needs a C++ compiler on CPU,
             triton on CUDA; falls back to the unfused path with a warning where compiling fails).
-            The same result to float32 rounding, 1.5–1.7× faster FFT path at smollm2's widths, after
-            a one-time compile of ~10 s per layer shape (results/perf_bf16.md). Off by default: the
-            compile time, and the compiler it needs.
+            The same result to float32 rounding; the FFT path 1.0–1.7× faster per layer at smollm2's
+            widths, training ~7 % faster end to end (bf16), after a one-time compile of ~4–8 s per
+            layer shape (results/perf_bf16.md). Off by default: the compile time, and the compiler
+            it needs.
     """
 
     n_frequency: int = field(default=500, metadata={"help": "Fourier coefficients per expert."})
